@@ -1,0 +1,31 @@
+# One command each: `make run` sets up and trains `linear`; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.regfw-installed
+
+.PHONY: setup run test bench clean
+
+setup: $(STAMP)
+
+# Re-install only when the dependencies or pins change. Constraints pin torch/torchvision so pip
+# takes the local build instead of the newest multi-GB release.
+$(STAMP): pyproject.toml constraints.txt $(wildcard examples/*/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@set -e; for d in examples/*/; do if [ -f "$$d/pyproject.toml" ]; then \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e "$$d"; fi; done
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/regfw run linear
+
+test: setup
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: setup
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r benchmarks/requirements.txt
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info core/*.egg-info

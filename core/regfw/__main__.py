@@ -1,0 +1,5 @@
+"""``python -m regfw`` runs the CLI."""
+
+from regfw.cli import main
+
+main()

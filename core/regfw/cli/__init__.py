@@ -1,0 +1,75 @@
+"""The ``regfw`` command line.
+
+Only click and regfw's light modules are imported here: torch and mlflow are imported inside
+the commands that need them, so ``regfw --help``, ``regfw list`` and ``regfw plugins`` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from regfw import __version__
+from regfw.cli import inspect as inspect_commands
+from regfw.cli import run as run_commands
+from regfw.cli import ui as ui_commands
+from regfw.errors import RegfwError
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"regfw: error: {message}", err=True)
+    sys.exit(code)
+
+
+class RegfwGroup(click.Group):
+    """A group whose every user error is one line on stderr and a non-zero exit, no traceback.
+
+    Done in ``main`` so the console script and Click's ``CliRunner`` take the same path.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name or "regfw", complete_var, standalone_mode=False, **extra)
+        except RegfwError as exc:
+            _fail(str(exc), 1)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "regfw"
+            _fail(" ".join(exc.format_message().split()) + f" (see '{command} --help')", exc.exit_code)
+        except click.ClickException as exc:
+            _fail(" ".join(exc.format_message().split()), exc.exit_code)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            _fail("interrupted", 130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+            if os.environ.get("REGFW_DEBUG") == "1":
+                raise
+            text = " ".join(str(exc).split())[:200]
+            _fail(f"unexpected {type(exc).__name__}: {text} (REGFW_DEBUG=1 shows the traceback)", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=RegfwGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="regfw")
+def cli():
+    """Run small PyTorch experiments composed from plugins, and compare them in MLflow.
+
+    \b
+    Start with:
+      regfw list                  what experiments and components are installed
+      regfw show linear           the exact configuration a run would use
+      regfw run linear            train it and record the run in ./mlruns
+      regfw ui                    open the runs in the MLflow UI
+    """
+
+
+for module in (run_commands, inspect_commands, ui_commands):
+    for command in module.COMMANDS:
+        cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (``regfw``)."""
+    cli.main(args=argv, prog_name="regfw")

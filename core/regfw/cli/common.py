@@ -1,0 +1,63 @@
+"""Options shared by the commands that resolve an experiment (run, show, ...)."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+# flag name -> configuration key it sets
+FLAG_KEYS = {
+    "device": "device",
+    "epochs": "train.epochs",
+    "lr": "optimizer.lr",
+    "batch_size": "train.batch_size",
+    "seed": "seed",
+    "log_every": "train.log_every",
+}
+SWAPS = ("model", "dataset", "loss", "optimizer")
+
+
+def override_options(func):
+    """--device, --epochs, --lr, component swaps, --set and --config."""
+    decorators = [
+        click.argument("experiment"),
+        click.option("--device", metavar="auto|cpu|cuda|cuda:N|mps", help="Where to train (default: auto)."),
+        click.option("--epochs", type=int, help="Training epochs."),
+        click.option("--lr", type=float, help="Learning rate (optimizer.lr)."),
+        click.option("--batch-size", metavar="N|full", help="Mini-batch size, or 'full' for full batch."),
+        click.option("--seed", type=int, help="Random seed (default 0)."),
+        click.option("--log-every", type=int, help="Record metrics every N epochs (default: about 1000 points)."),
+        click.option("--model", metavar="NAME", help="Swap in another registered model."),
+        click.option("--dataset", metavar="NAME", help="Swap in another registered dataset."),
+        click.option("--loss", metavar="NAME", help="Swap in another registered loss."),
+        click.option("--optimizer", metavar="NAME", help="Swap in another registered optimizer."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override any value, e.g. optimizer.lr=0.1 or train.epochs=5 (repeatable)."),
+        click.option("--config", "config_path", metavar="FILE", help="YAML overrides in the shape `regfw show` prints."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def resolve_from_options(plugins, kwargs: dict):
+    """Turn the parsed options into a validated Config (pops the override options)."""
+    from regfw.config import load_config_file, parse_set, resolve
+
+    experiment = kwargs.pop("experiment")
+    config_path = kwargs.pop("config_path")
+    sets = parse_set(kwargs.pop("sets"))
+    swaps = {part: kwargs.pop(part) for part in SWAPS}
+    flags = {FLAG_KEYS[name]: kwargs.pop(name) for name in FLAG_KEYS}
+    file_values = load_config_file(config_path) if config_path else None
+    return resolve(plugins.registry, experiment, config_file=file_values, sets=sets, swaps=swaps, flags=flags)
+
+
+def one_line_plugin_errors(plugins) -> None:
+    """Warn on stderr, once per command, about plugins that failed to load."""
+    broken = plugins.errors()
+    if broken:
+        names = ", ".join(f"'{i.name}'" for i in broken)
+        click.echo(f"regfw: warning: plugin(s) {names} failed to load; see `regfw plugins`", err=True)
+

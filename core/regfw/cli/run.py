@@ -1,0 +1,95 @@
+"""``regfw run``: train one experiment and record it in MLflow."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import click
+
+from regfw.cli.common import one_line_plugin_errors, override_options, resolve_from_options
+
+
+def default_run_name(registry, config) -> str:
+    """The experiment plus what differs from its defaults, e.g. ``linear lr=0.1 seed=2``."""
+    from regfw.config import resolve
+
+    base = resolve(registry, config.experiment).flat_params()
+    parts = [config.experiment]
+    for key, value in config.flat_params().items():
+        if key in ("experiment", "device") or base.get(key) == value:
+            continue
+        short = key.rsplit(".", 1)[-1] if "." in key else key
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        parts.append(f"{short}={shown}")
+    return " ".join(parts)
+
+
+def _terminate(signum, frame):
+    from regfw.runner import Interrupted
+
+    raise Interrupted(128 + signum)
+
+
+def print_summary(outcome, config, tracker) -> None:
+    status = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "was interrupted"}[outcome.status]
+    click.echo(f"{config.experiment} {status} after {outcome.history.epochs_done} epochs "
+               f"in {outcome.seconds:.2f} s on {outcome.device}")
+    for key, value in outcome.summary.items():
+        if key.startswith("final_") or key in ("optimum_loss", "excess_loss"):
+            click.echo(f"  {key:<22} {value:.6g}")
+    if outcome.learned:
+        click.echo("  learned: " + "  ".join(f"{k}={v:.6g}" for k, v in outcome.learned.items()))
+    if outcome.run_id:
+        click.echo(f"  run {outcome.run_id} in {tracker.uri}")
+        from regfw.tracking import default_tracking_uri
+
+        where = "" if tracker.uri == default_tracking_uri() else f" --tracking-uri {tracker.uri}"
+        click.echo(f"  open it with: regfw ui{where}")
+
+
+@click.command()
+@override_options
+@click.option("--experiment-name", metavar="NAME", help="MLflow experiment (default: the regfw experiment's name).")
+@click.option("--run-name", metavar="NAME", help="MLflow run name (default: experiment plus what you changed).")
+@click.option("--tracking-uri", metavar="URI", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlruns).")
+@click.option("--no-track", is_flag=True, help="Do not record the run in MLflow.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def run(**kwargs):
+    """Train EXPERIMENT and record the run in MLflow.
+
+    \b
+    Examples:
+      regfw run linear
+      regfw run linear --device cuda --epochs 2000
+      regfw run linear --optimizer adam --set optimizer.lr=0.1
+    """
+    from regfw.plugins import get_plugins
+
+    plugins = get_plugins()
+    one_line_plugin_errors(plugins)
+    config = resolve_from_options(plugins, kwargs)
+    from regfw.output import Reporter
+    from regfw.runner import execute
+    from regfw.tracking import MlflowTracker, NullTracker, tracking_uri
+
+    if kwargs["no_track"]:
+        tracker = NullTracker()
+    else:
+        tracker = MlflowTracker(tracking_uri(kwargs["tracking_uri"]), kwargs["experiment_name"] or config.experiment)
+    run_name = kwargs["run_name"] or default_run_name(plugins.registry, config)
+    reporter = Reporter("quiet" if kwargs["quiet"] else "auto")
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        outcome = execute(config, plugins, tracker, run_name=run_name, reporter=reporter)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not kwargs["quiet"]:
+        print_summary(outcome, config, tracker)
+    if outcome.error:
+        click.echo(f"regfw: error: {outcome.error}" + (f" (run {outcome.run_id} marked {outcome.status})" if outcome.run_id else ""),
+                   err=True)
+    sys.exit(outcome.exit_code)
+
+
+COMMANDS = [run]

@@ -1,0 +1,240 @@
+"""Resolve an experiment plus the user's overrides into the exact configuration a run uses.
+
+Precedence, lowest first: the experiment's composition, ``--config FILE``, ``--set key=value``,
+then the dedicated flags (``--epochs``, ``--lr`` ...). Swapping a component (``--optimizer adam``)
+starts that component from its own defaults: parameters tuned for the old one do not leak over.
+Everything is validated against declared parameters, so ``regfw show`` prints exactly what
+``regfw run`` will use, and a bad value fails before anything is built.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from regfw.errors import RegfwError, did_you_mean
+from regfw.params import Param, _show, validate
+from regfw.registry import Registry
+
+PARTS = ("dataset", "model", "loss", "optimizer")
+TOP_KEYS = ("experiment", "seed", "device") + PARTS + ("train",)
+DEFAULT_SEED = 0
+METRICS = ("accuracy",)
+DIM_PARAMS = ("in_features", "out_features")
+
+TRAIN_SCHEMA: dict[str, Param] = {
+    "epochs": Param(1, type=int, min=1, help="passes over the training data"),
+    "batch_size": Param("full", type=int, min=1, literals=("full",), help="samples per step, or 'full'"),
+    "shuffle": Param(True, help="reshuffle mini-batches every epoch"),
+    "log_every": Param(None, type=int, min=1, help="record metrics every N epochs (default: ~1000 points)"),
+    "metrics": Param([], type=list, item=str, help=f"extra metrics: {', '.join(METRICS)}"),
+    "grad": Param("autograd", choices=("autograd", "formula"), help="'formula': the model computes its own gradients"),
+}
+SEED = Param(DEFAULT_SEED, type=int, min=0)
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass
+class Part:
+    """A chosen component with its complete, validated parameters."""
+
+    name: str
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    experiment: str
+    seed: int
+    device: str
+    dataset: Part
+    model: Part
+    loss: Part
+    optimizer: Part
+    train: dict
+
+    def to_dict(self) -> dict:
+        out = {"experiment": self.experiment, "seed": self.seed, "device": self.device}
+        for part in PARTS:
+            p = getattr(self, part)
+            out[part] = {"name": p.name, "params": dict(p.params)}
+        out["train"] = dict(self.train)
+        return out
+
+    def flat_params(self) -> dict[str, object]:
+        """``optimizer.lr``-style keys for MLflow params and for comparing runs."""
+        flat = {"experiment": self.experiment, "seed": self.seed, "device": self.device}
+        for part in PARTS:
+            p = getattr(self, part)
+            flat[part] = p.name
+            flat.update({f"{part}.{k}": v for k, v in p.params.items()})
+        flat.update({f"train.{k}": v for k, v in self.train.items()})
+        return flat
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def parse_set(items: tuple[str, ...] | list[str]) -> list[tuple[str, object]]:
+    """``["optimizer.lr=0.1"]`` → ``[("optimizer.lr", "0.1")]``; values are typed later."""
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise RegfwError(f"--set expects key=value (e.g. optimizer.lr=0.1), got {_show(item)}")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise RegfwError(f"--set expects key=value with a key, got {_show(item)}")
+        out.append((key, _scalar(value)))
+    return out
+
+
+def _scalar(text: str) -> object:
+    """Strings stay strings (each Param coerces them); ``null`` and YAML lists are recognised."""
+    stripped = text.strip()
+    if stripped.lower() in ("null", "none", "~"):
+        return None
+    if stripped.startswith("["):
+        import yaml
+
+        try:
+            return yaml.safe_load(stripped)
+        except yaml.YAMLError:
+            raise RegfwError(f"cannot read {_show(text)} as a list; write e.g. [256, 128]") from None
+    return text
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a ``--config`` YAML file (same shape as ``regfw show``) with ``safe_load``."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RegfwError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegfwError(f"cannot read config file {path}: {type(exc).__name__}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise RegfwError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RegfwError(f"config file {path} must hold a mapping (like `regfw show` prints), got {type(data).__name__}")
+    return data
+
+
+def _check_device(value: object) -> str:
+    if not isinstance(value, str) or not DEVICE_RE.match(value.strip()):
+        raise RegfwError(f"device must be auto, cpu, cuda, cuda:N or mps, got {_show(value)}")
+    return value.strip()
+
+
+def resolve(
+    registry: Registry,
+    experiment: str,
+    *,
+    config_file: dict | None = None,
+    sets: list[tuple[str, object]] = (),
+    swaps: dict[str, str | None] | None = None,
+    flags: dict[str, object] | None = None,
+) -> Config:
+    """The full configuration of ``experiment`` with every override applied and validated."""
+    entry = registry.get("experiment", experiment)
+    names = {part: entry.parts[part].name for part in PARTS}
+    overrides: dict[str, dict] = {part: dict(entry.parts[part].params) for part in PARTS}
+    train: dict = dict(entry.train)
+    top = {"seed": entry.seed if entry.seed is not None else DEFAULT_SEED, "device": "auto"}
+
+    def swap(part: str, name: object) -> None:
+        if not isinstance(name, str):
+            raise RegfwError(f"{part} must be a component name, got {_show(name)}")
+        registry.get(part, name)  # unknown name → did-you-mean error now
+        if name != names[part]:
+            names[part], overrides[part] = name, {}
+
+    def assign(key: str, value: object, source: str) -> None:
+        section, _, sub = key.partition(".")
+        if section in ("seed", "device") and not sub:
+            top[section] = value
+        elif section in PARTS and not sub:
+            swap(section, value)
+        elif section in PARTS:
+            overrides[section][sub] = value
+        elif section == "train" and sub:
+            train[sub] = value
+        else:
+            valid = "seed, device, train.<key>, " + ", ".join(f"{p}, {p}.<param>" for p in PARTS)
+            raise RegfwError(f"unknown key '{key}' in {source}{did_you_mean(section, TOP_KEYS)}; valid: {valid}")
+
+    for key, value in (config_file or {}).items():
+        if key not in TOP_KEYS:
+            raise RegfwError(f"unknown key '{key}' in --config{did_you_mean(str(key), TOP_KEYS)}; valid keys: {', '.join(TOP_KEYS)}")
+        if key == "experiment":
+            if value != experiment:
+                raise RegfwError(f"--config is for experiment {_show(value)}, not '{experiment}'")
+        elif key in PARTS:
+            if isinstance(value, str):
+                swap(key, value)
+                continue
+            if not isinstance(value, dict) or set(value) - {"name", "params"}:
+                raise RegfwError(f"--config {key} must be a mapping with 'name' and/or 'params'")
+            if "name" in value:
+                swap(key, value["name"])
+            params = value.get("params") or {}
+            if not isinstance(params, dict):
+                raise RegfwError(f"--config {key}.params must be a mapping, got {_show(params)}")
+            for sub, sub_value in params.items():
+                overrides[key][str(sub)] = sub_value
+        elif key == "train":
+            if not isinstance(value, dict):
+                raise RegfwError(f"--config train must be a mapping, got {_show(value)}")
+            for sub, sub_value in value.items():
+                train[str(sub)] = sub_value
+        else:
+            top[key] = value
+
+    for part, name in (swaps or {}).items():
+        if name is not None:
+            swap(part, name)
+    for key, value in sets:
+        assign(key, value, "--set")
+    for key, value in (flags or {}).items():
+        if value is not None:
+            assign(key, value, "options")
+
+    parts = {}
+    for part in PARTS:
+        comp = registry.get(part, names[part])
+        given = validate(part, comp.params, overrides[part], f"{part} '{comp.name}'")
+        params = {k: p.default for k, p in comp.params.items()} | given
+        parts[part] = Part(comp.name, params)
+
+    # A model swapped in without sizes gets them from the dataset (cheap metadata, nothing built).
+    dataset_entry = registry.get("dataset", names["dataset"])
+    if dataset_entry.dims is not None:
+        dims = dataset_entry.dims(parts["dataset"].params) or {}
+        for key in DIM_PARAMS:
+            if key in parts["model"].params and parts["model"].params[key] is None and key in dims:
+                parts["model"].params[key] = dims[key]
+
+    train_values = validate("train", TRAIN_SCHEMA, train, "training settings")
+    train_full = {k: p.default for k, p in TRAIN_SCHEMA.items()} | train_values
+    for metric in train_full["metrics"]:
+        if metric not in METRICS:
+            raise RegfwError(f"unknown metric '{metric}'{did_you_mean(metric, METRICS)}")
+
+    return Config(
+        experiment=experiment,
+        seed=SEED.coerce(top["seed"], "seed"),
+        device=_check_device(top["device"]),
+        train=train_full,
+        **parts,
+    )

@@ -1,0 +1,41 @@
+"""Pick the torch device a run asks for, or fail in one line when it is not there."""
+
+from __future__ import annotations
+
+import platform
+
+from regfw.errors import RegfwError
+
+
+def resolve_device(spec: str):
+    """``auto`` → CUDA, else MPS, else CPU; an explicit device must exist."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps and mps.is_available())
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps_ok else torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RegfwError(f"device '{spec}' is not available: torch sees no CUDA device here; use --device cpu or auto")
+        device = torch.device(spec)
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise RegfwError(f"device '{spec}' is not available: there are {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+        return device
+    if spec == "mps" and not mps_ok:
+        raise RegfwError("device 'mps' is not available on this machine; use --device cpu or auto")
+    return torch.device(spec)
+
+
+def device_name(device) -> str:
+    """A human name for the device, recorded as a tag (e.g. the GPU model)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    return platform.processor() or platform.machine() or "cpu"

@@ -1,0 +1,32 @@
+"""The hooks a regfw plugin may implement. Each is handed a ``register`` callback."""
+
+import pluggy
+
+PROJECT = "regfw"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_models(register):
+    """Register models: ``register(name, factory, description=..., params={...})``."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets: ``register(name, factory, description=..., params={...}, dims=...)``."""
+
+
+@hookspec
+def register_losses(register):
+    """Register losses: ``register(name, factory, description=..., params={...})``."""
+
+
+@hookspec
+def register_optimizers(register):
+    """Register optimizers: ``register(name, factory, description=..., params={...})``."""
+
+
+@hookspec
+def register_experiments(register):
+    """Register experiments: ``register(name, description=..., dataset=..., model=..., loss=..., optimizer=..., train={...})``."""

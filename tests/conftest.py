@@ -1,0 +1,87 @@
+"""Shared fixtures: a real SQLite MLflow store in a temp folder, real fake distributions on
+sys.path (entry points found by importlib.metadata, as in production), and CLI helpers."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from regfw.cli import cli
+from regfw.plugins import reset_plugins
+
+REGFW = str(Path(sys.executable).with_name("regfw"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plugins(monkeypatch):
+    """Every test discovers plugins anew and sees no plugin env vars of the caller."""
+    for var in ("REGFW_DISABLE_PLUGINS", "REGFW_STRICT_PLUGINS", "REGFW_TRACE_PLUGINS", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    reset_plugins()
+    yield
+    reset_plugins()
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A real MLflow tracking URI: SQLite in a temp folder."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture
+def invoke():
+    """Run the CLI in-process through Click's CliRunner; stdout and stderr kept apart."""
+
+    def _invoke(*args, env=None):
+        reset_plugins()  # each invocation discovers plugins as a fresh process would
+        return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+
+    return _invoke
+
+
+@pytest.fixture
+def regfw_script(tmp_path):
+    """Run the installed ``regfw`` console script in a subprocess (cwd: a temp folder)."""
+
+    def _run(*args, env=None, cwd=None, timeout=300):
+        inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("REGFW_")}
+        full_env = inherited | (env or {})
+        return subprocess.run([REGFW, *map(str, args)], capture_output=True, text=True, env=full_env,
+                              cwd=cwd or tmp_path, timeout=timeout)
+
+    return _run
+
+
+@pytest.fixture
+def fake_dist(tmp_path, monkeypatch):
+    """Write a distribution with ``regfw`` entry points and its modules onto sys.path.
+
+    ``fake_dist("acme", {"acme_plugin": "source"}, entry_points={"acme": "acme_plugin"})``
+    returns the folder (use it as PYTHONPATH for subprocesses).
+    """
+    root = tmp_path / "site"
+    root.mkdir(exist_ok=True)
+    monkeypatch.syspath_prepend(str(root))
+
+    def _make(dist: str, modules: dict[str, str], entry_points: dict[str, str], version: str = "0.1") -> Path:
+        info = root / f"{dist}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[regfw]\n{lines}\n")
+        for module, source in modules.items():
+            (root / f"{module}.py").write_text(textwrap.dedent(source))
+            monkeypatch.delitem(sys.modules, module, raising=False)  # no stale copy from another test
+        importlib.invalidate_caches()
+        return root
+
+    return _make
