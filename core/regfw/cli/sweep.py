@@ -1,0 +1,108 @@
+"""``regfw sweep``: a grid of runs under one MLflow parent run."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from regfw.cli.common import FLAG_KEYS, SWAPS, one_line_plugin_errors, override_options
+
+SET_HELP = ("Override a value; several values make a sweep axis: optimizer.lr=0.001,0.01,0.1. "
+            "List-typed params take a comma list as ONE value: separate their axis values with ';' "
+            "(model.hidden='64;256;64,64') or write bracketed lists ([64],[64,64]). Repeatable.")
+
+
+def _grid_from_options(plugins, kwargs: dict):
+    from regfw.config import load_config_file
+    from regfw.sweep import build_grid
+
+    config_path = kwargs.pop("config_path")
+    return build_grid(
+        plugins.registry,
+        kwargs.pop("experiment"),
+        sets=kwargs.pop("sets"),
+        seeds=kwargs.pop("seeds"),
+        config_file=load_config_file(config_path) if config_path else None,
+        swaps={part: kwargs.pop(part) for part in SWAPS},
+        flags={FLAG_KEYS[name]: kwargs.pop(name) for name in FLAG_KEYS},
+    )
+
+
+@click.command()
+@override_options
+@click.option("--seeds", metavar="0,1,2|0-4", help="Repeat every point with these seeds (a sweep axis).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Points run at once, each in its own process.")
+@click.option("--experiment-name", metavar="NAME", help="MLflow experiment (default: the regfw experiment's name).")
+@click.option("--tracking-uri", metavar="URI", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlruns).")
+@click.option("--dry-run", is_flag=True, help="Print the points and their run names; run nothing.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def sweep(**kwargs):
+    """Run EXPERIMENT over a grid: one MLflow parent run, one child run per point.
+
+    The grid is the cartesian product of every --set with several values and --seeds.
+    A failed point is marked FAILED and the sweep goes on; the exit code is the number
+    of failed points (0: all finished).
+
+    \b
+    Examples:
+      regfw sweep linear --set optimizer.lr=0.001,0.01,0.1 --seeds 0,1
+      regfw sweep linear --model mlp --set 'model.hidden=8;16,16' --epochs 200 --jobs 2
+      regfw runs linear --group-by optimizer.lr      # then compare, averaged over seeds
+    """
+    from regfw.plugins import get_plugins
+
+    plugins = get_plugins()
+    one_line_plugin_errors(plugins)
+    grid = _grid_from_options(plugins, kwargs)
+    quiet = kwargs["quiet"]
+    total = len(grid.points)
+    if kwargs["dry_run"]:
+        from regfw.sweep import sweep_name
+
+        click.echo(f"{sweep_name(grid)}: {total} point{'s' * (total != 1)}")
+        for point in grid.points:
+            click.echo(f"  [{point.index + 1}] {point.run_name}")
+        return
+
+    from regfw.sweep import print_point, run_sweep
+    from regfw.tracking import default_tracking_uri, tracking_uri
+
+    uri = tracking_uri(kwargs["tracking_uri"])
+    experiment_name = kwargs["experiment_name"] or grid.experiment
+    if not quiet:
+        jobs = min(kwargs["jobs"], total)
+        how = f"in {jobs} processes" if jobs > 1 else "one after another"
+        click.echo(f"sweep of {total} point{'s' * (total != 1)} over "
+                   f"{', '.join(a.key for a in grid.axes) or 'nothing'}, {how}")
+
+    def on_result(result, point):
+        if not quiet:
+            print_point(result, point, total)
+
+    outcome = run_sweep(grid, uri, experiment_name, jobs=kwargs["jobs"],
+                        progress=not quiet and sys.stderr.isatty(), on_result=on_result)
+    if not quiet:
+        done = sum(r.status == "FINISHED" for r in outcome.results)
+        click.echo(f"sweep {outcome.sweep_id} {outcome.status.lower()}: {done} finished, {outcome.failed} failed"
+                   + (f", {outcome.not_run} not run" if outcome.not_run else ""))
+        where = "" if uri == default_tracking_uri() else f" --tracking-uri '{uri}'"
+        name = f"'{experiment_name}'" if " " in experiment_name else experiment_name
+        click.echo(f"  parent run {outcome.parent_run_id} in {uri}")
+        click.echo(f"  table: regfw runs {name} --sweep {outcome.sweep_id}{where}")
+        if grid.axes and any(a.key == "seed" for a in grid.axes) and len(grid.axes) > 1:
+            group = " ".join(f"--group-by {a.key}" for a in grid.axes if a.key != "seed")
+            click.echo(f"  over seeds: regfw runs {name} --sweep {outcome.sweep_id} {group}{where}")
+    if outcome.failed and outcome.status != "KILLED":
+        click.echo(f"regfw: error: {outcome.failed} of {total} sweep points failed", err=True)
+    elif outcome.status == "KILLED":
+        click.echo("regfw: error: sweep interrupted", err=True)
+    sys.exit(outcome.exit_code)
+
+
+for _param in sweep.params:
+    if _param.name == "sets":
+        _param.help = SET_HELP
+
+COMMANDS = [sweep]
