@@ -65,7 +65,10 @@ def cli():
     """
 
 
-for module in (run_commands, inspect_commands, ui_commands):
+from regfw.cli import runs as runs_commands  # noqa: E402
+from regfw.cli import sweep as sweep_commands  # noqa: E402
+
+for module in (run_commands, inspect_commands, ui_commands, sweep_commands, runs_commands):
     for command in module.COMMANDS:
         cli.add_command(command)
 
