@@ -67,8 +67,9 @@ def cli():
 
 from regfw.cli import runs as runs_commands  # noqa: E402
 from regfw.cli import sweep as sweep_commands  # noqa: E402
+from regfw.cli import authoring as authoring_commands  # noqa: E402
 
-for module in (run_commands, inspect_commands, ui_commands, sweep_commands, runs_commands):
+for module in (run_commands, inspect_commands, ui_commands, sweep_commands, runs_commands, authoring_commands):
     for command in module.COMMANDS:
         cli.add_command(command)
 
