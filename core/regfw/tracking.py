@@ -8,6 +8,7 @@ parallel workers cannot step on each other.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -42,6 +43,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars when reading a run back
 
 
 def _check_reachable(uri: str) -> None:
@@ -61,6 +63,40 @@ def _check_reachable(uri: str) -> None:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise RegfwError(f"cannot create the store folder {path.parent}: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str, timeout: float = 120.0):
+    """An exclusive file lock beside a SQLite store (``mlflow.db.lock``); a no-op for other stores."""
+    path = uri[len("sqlite:///"):].split("?", 1)[0] if uri.startswith("sqlite:///") else ""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock, MLflow's own retry only
+        fcntl = None
+    handle = None
+    if path not in ("", ":memory:") and fcntl is not None:
+        try:
+            handle = open(f"{path}.lock", "a+")
+        except OSError:  # a read-only folder: nothing can be created there anyway, let MLflow say why
+            handle = None
+    if handle is None:
+        yield
+        return
+    with handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RegfwError(f"tracking store {uri} stayed locked by another process for {timeout:.0f} s "
+                                     f"(lock file {path}.lock)") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _store_error(uri: str, exc: Exception) -> RegfwError:
@@ -93,8 +129,11 @@ class MlflowTracker:
         quiet_libraries()  # again: importing mlflow resets its loggers' levels
 
         try:
-            self.client = MlflowClient(tracking_uri=self.uri)
-            self.experiment_id = self._experiment_id(MlflowException)
+            # One process at a time creates the database and the experiment: MLflow's first-time
+            # migrations race when several processes start on a fresh SQLite file.
+            with store_lock(self.uri):
+                self.client = MlflowClient(tracking_uri=self.uri)
+                self.experiment_id = self._experiment_id(MlflowException)
         except RegfwError:
             raise
         except Exception as exc:  # noqa: BLE001 - any store failure becomes one line

@@ -1,0 +1,69 @@
+"""Signals while a run is being opened or closed.
+
+Ctrl-C (SIGINT) and SIGTERM end a run as KILLED, but only where the runner can still write that
+down. While the MLflow run is being created, and while the final metrics, artifacts and status
+are written, the signals are held back and delivered afterwards (or dropped, when the run is
+already ending): a second Ctrl-C cannot leave a run marked RUNNING forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+
+class Interrupted(Exception):
+    """Raised from a SIGTERM handler so the run ends like a Ctrl-C: flushed and KILLED."""
+
+    def __init__(self, exit_code: int = 143):
+        super().__init__("terminated")
+        self.exit_code = exit_code
+
+
+def raise_for(signum: int) -> None:
+    """Deliver a held-back signal as the exception its handler would have raised."""
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Interrupted(128 + signum)
+
+
+def terminate_handler(signum, frame):
+    """SIGTERM handler: end the run like a Ctrl-C, with exit code 128 + signal (143)."""
+    raise Interrupted(128 + signum)
+
+
+class Held:
+    """The signals that arrived while held back (the first one counts)."""
+
+    def __init__(self):
+        self.signals: list[int] = []
+
+    @property
+    def first(self) -> int | None:
+        return self.signals[0] if self.signals else None
+
+    def deliver(self) -> None:
+        if self.signals:
+            raise_for(self.signals[0])
+
+
+@contextlib.contextmanager
+def held():
+    """Hold SIGINT and SIGTERM back inside the block (main thread only; elsewhere a no-op)."""
+    record = Held()
+    if threading.current_thread() is not threading.main_thread():
+        yield record
+        return
+    previous = {}
+
+    def hold(signum, frame):
+        record.signals.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, hold)
+    try:
+        yield record
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
