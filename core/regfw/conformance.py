@@ -124,16 +124,26 @@ def _defaults(entry: Entry) -> dict:
     return {k: p.default for k, p in entry.params.items()}
 
 
+_unavailable: dict[tuple, str] = {}  # (dataset, params) -> why it cannot be built here
+
+
 def _build_data(entry: Entry, params: dict, seed: int):
     import torch
 
     from regfw.data import Data
 
+    key = (entry.plugin, entry.name, repr(sorted(params.items())))
+    if key in _unavailable:  # do not retry a missing download for every component that needs it
+        raise Skipped(_unavailable[key])
     _seed(seed)
     try:
         data = entry.factory(generator=torch.Generator().manual_seed(seed), **params)
     except RegfwError as exc:
-        raise Skipped(f"dataset '{entry.name}' cannot be built here: {exc}") from exc
+        reason = " ".join(str(exc).split())
+        if not reason.startswith(f"dataset '{entry.name}'"):
+            reason = f"dataset '{entry.name}': {reason}"
+        _unavailable[key] = f"cannot be built here: {reason if len(reason) <= 240 else reason[:237] + '...'}"
+        raise Skipped(_unavailable[key]) from exc
     except Exception as exc:  # noqa: BLE001
         raise Failed("build", f"dataset '{entry.name}' raised {_one_line(exc)}") from exc
     if not isinstance(data, Data):
@@ -228,6 +238,14 @@ class Checker:
         self.registry = plugins.registry
         self.device = resolve_device(device)
         self.seed = seed
+        self._built: dict = {}  # datasets built once per check: big ones cost seconds
+        self.fresh = False  # set while a dataset's own determinism is checked: build it again
+
+    def _data(self, entry: Entry, params: dict, seed: int):
+        key = (entry.plugin, entry.name, repr(sorted(params.items())), seed)
+        if self.fresh or key not in self._built:
+            self._built[key] = _sample(_build_data(entry, params, seed))
+        return self._built[key]
 
     # The experiment of the same plugin that uses a component, if any: its context is the real one.
     def _home_experiment(self, entry: Entry) -> Entry | None:
@@ -247,7 +265,7 @@ class Checker:
     def _part_maker(self, part: str, name: str, params: dict):
         entry = self.registry.get(part, name)
         if part == "dataset":
-            return lambda seed: _sample(_build_data(entry, params, seed))
+            return lambda seed: self._data(entry, params, seed)
         if part == "model":
             def make_model(seed):
                 _seed(seed)
@@ -298,10 +316,10 @@ class Checker:
 
     def _synthetic_dataset(self, entry: Entry) -> Setup:
         params = _defaults(entry)
-        probe_data = _sample(_build_data(entry, params, self.seed))
+        probe_data = self._data(entry, params, self.seed)
         in_width, out_width = _widths(probe_data)
         task = probe_data.task
-        return Setup(lambda seed: _sample(_build_data(entry, params, seed)),
+        return Setup(lambda seed: self._data(entry, params, seed),
                      lambda seed: _Probe.model(in_width, out_width, seed),
                      lambda: _Probe.loss(task), _Probe.optimizer, _train_settings(), "a linear probe model")
 
@@ -313,9 +331,11 @@ class Checker:
             if key in params and params[key] is None:
                 params[key] = dims.get(key) or fallback
         make_model = self._part_maker("model", entry.name, params)
-        in_width = params.get("in_features") or 1
-        # The output width is whatever the model gives: find it with one forward pass.
         model = make_model(self.seed)
+        # Without an in_features parameter, the first layer that declares one says the width.
+        first = next((m for m in model.modules() if isinstance(getattr(m, "in_features", None), int)), None)
+        in_width = params.get("in_features") or (first.in_features if first is not None else 1)
+        # The output width is whatever the model gives: find it with one forward pass.
         with torch.no_grad():
             out = _call("forward", f"model '{entry.name}' on input [{SYNTHETIC_ROWS}, {in_width}]",
                         model, torch.zeros(SYNTHETIC_ROWS, in_width))
@@ -353,7 +373,7 @@ class Checker:
             if not torch.is_tensor(value) or value.ndim:
                 tried.append(f"{task}: gave {list(value.shape) if torch.is_tensor(value) else type(value).__name__}")
             else:
-                tried.append(f"{task}: gave {float(value)} with no gradient")
+                tried.append(f"{task}: gave {float(value.detach())} with no gradient")
         raise Failed("finite loss", "no regression, binary or multiclass target gives a finite scalar ("
                      + "; ".join(tried) + ")")
 
@@ -454,12 +474,16 @@ def _run_checks(checker: Checker, entry: Entry, passed: list[str]) -> None:
     losses = [v for _, v in first["history"].curves["train_loss"]]
     passed.append(f"finite loss {losses[0]:.4g} -> {losses[-1]:.4g}")
 
-    second = checker.trial(setup)
+    checker.fresh = entry.kind == "dataset"
+    try:
+        second = checker.trial(setup)
+    finally:
+        checker.fresh = False
     again = [v for _, v in second["history"].curves["train_loss"]]
     if again != losses:
         raise Failed("deterministic", f"the same seed gave losses {losses} then {again}")
     for (name, a), (_, b) in zip(first["model"].state_dict().items(), second["model"].state_dict().items()):
-        if not torch.equal(a, b):
+        if torch.is_tensor(a) and not (torch.is_tensor(b) and torch.equal(a, b)):
             raise Failed("deterministic", f"the same seed gave different values of '{name}' after training")
     for attr in ("x_train", "y_train", "x_test", "y_test"):
         a, b = getattr(first["data"], attr), getattr(second["data"], attr)
@@ -547,7 +571,7 @@ def _check_optimizer_state(setup: Setup, first: dict) -> None:
             loss_fn(net(data.x_train), data.y_train).backward()
             opt.step()
     for (name, a), (_, b) in zip(model.state_dict().items(), twin.state_dict().items()):
-        if not torch.allclose(a, b, rtol=1e-6, atol=1e-7):
+        if torch.is_tensor(a) and not torch.allclose(a, b, rtol=1e-6, atol=1e-7):
             raise Failed("state_dict", f"after reloading its state the optimizer moves '{name}' differently")
 
 
@@ -627,6 +651,7 @@ def check_registered(plugins, plugin: str, *, device: str = "cpu", seed: int = 0
         report.error = "registers no components"
         return report
     checker = Checker(plugins, device=device, seed=seed)
+    _unavailable.clear()  # data may have appeared since the last check
     for entry in sorted(entries, key=lambda e: (ORDER[e.kind], e.name)):
         report.components.append(check_component(checker, entry))
     return report
