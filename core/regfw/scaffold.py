@@ -195,8 +195,9 @@ def test_every_component_conforms():
     check_plugin($package).assert_ok()
 
 
-def test_experiment_learns_the_line(tmp_path):
-    result = run_experiment("$name", $package, epochs=150, store=tmp_path)
+def test_experiment_learns_the_line():
+    # track=False keeps the test fast; store=tmp_path records the run in an MLflow store you can read back
+    result = run_experiment("$name", $package, epochs=150, track=False)
     losses = result.curve("train_loss")
     assert losses[-1] < losses[0] / 10
     assert abs(result.learned["w0"] - 2.0) < 0.2 and abs(result.learned["b0"] + 1.0) < 0.2
