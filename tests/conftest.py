@@ -73,7 +73,9 @@ def fake_dist(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(root))
 
     def _make(dist: str, modules: dict[str, str], entry_points: dict[str, str], version: str = "0.1") -> Path:
-        info = root / f"{dist}-{version}.dist-info"
+        # Dashes become underscores in the folder name, as installers write it: importlib.metadata
+        # reads the name up to the first dash, so "acme-broken-0.1" would pass for a second "acme".
+        info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
         lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())

@@ -59,15 +59,19 @@ def _env_list(name: str) -> set[str]:
 
 
 def _trace(pm: pluggy.PluginManager) -> None:
-    """REGFW_TRACE_PLUGINS=1: print each hook call and the plugins that answered it."""
+    """REGFW_TRACE_PLUGINS=1: print each hook call, the plugins that answered it and what they registered."""
 
     def before(hook_name, hook_impls, kwargs):
-        names = ", ".join(impl.plugin_name for impl in hook_impls) or "(none)"
-        print(f"regfw trace: {hook_name} -> {names}", file=sys.stderr)
+        pass
 
     def after(outcome, hook_name, hook_impls, kwargs):
+        names = ", ".join(impl.plugin_name for impl in hook_impls) or "(none)"
         if outcome.exception is not None:
-            print(f"regfw trace: {hook_name} raised {_one_line(outcome.exception)}", file=sys.stderr)
+            result = f"raised {_one_line(outcome.exception)}"
+        else:
+            registered = getattr(kwargs.get("register"), "names", None)
+            result = "registered " + (", ".join(registered) or "nothing") if registered is not None else "returned"
+        print(f"regfw trace: {hook_name} -> {names}: {result}", file=sys.stderr)
 
     pm.add_hookcall_monitoring(before, after)
 
@@ -103,7 +107,9 @@ def _collect(pm: pluggy.PluginManager, info: PluginInfo) -> list:
 
         def register(name, factory=None, *, _kind=kind, **meta):
             staged.append(make_entry(_kind, info.name, name, factory, **meta))
+            register.names.append(str(name))
 
+        register.names = []  # what this call registered, for REGFW_TRACE_PLUGINS
         pm.subset_hook_caller(hook, remove_plugins=others)(register=register)
     return staged
 
