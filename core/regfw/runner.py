@@ -147,6 +147,8 @@ def execute(config: Config, plugins: Plugins, tracker, *, run_name: str, reporte
     device = resolve_device(config.device)  # a missing device is bad input: no run is recorded
     registry = plugins.registry
     entries = {part: registry.get(part, getattr(config, part).name) for part in PARTS}
+    # An experiment may add its own artifacts: extras={"artifacts": fn(folder, model, data, config)}.
+    extra_artifacts = registry.get("experiment", config.experiment).extras.get("artifacts")
     tracker.open()
     history = History()
     outcome = Outcome("FAILED", None, history, device=str(device))
@@ -193,11 +195,11 @@ def execute(config: Config, plugins: Plugins, tracker, *, run_name: str, reporte
         if reporter is not None:
             reporter.finish()
         outcome.seconds = time.monotonic() - started
-        _finish(outcome, config, tracker, recorder, model, data)
+        _finish(outcome, config, tracker, recorder, model, data, extra_artifacts)
     return outcome
 
 
-def _finish(outcome: Outcome, config: Config, tracker, recorder: Recorder, model, data) -> None:
+def _finish(outcome: Outcome, config: Config, tracker, recorder: Recorder, model, data, extra_artifacts=None) -> None:
     """Flush, summarise and log artifacts for whatever exists, then set the final status."""
     try:
         recorder.drain()
@@ -230,13 +232,13 @@ def _finish(outcome: Outcome, config: Config, tracker, recorder: Recorder, model
         tracker.set_tags(tags)
         if tracker.run_id is not None:
             with tempfile.TemporaryDirectory(prefix="regfw-artifacts-") as folder:
-                write_artifacts(Path(folder), outcome, config, model, data)
+                write_artifacts(Path(folder), outcome, config, model, data, extra_artifacts)
                 tracker.log_artifacts(folder)
     finally:
         tracker.end(outcome.status)
 
 
-def write_artifacts(folder: Path, outcome: Outcome, config: Config, model, data) -> None:
+def write_artifacts(folder: Path, outcome: Outcome, config: Config, model, data, extra_artifacts=None) -> None:
     """config.yaml, curves, the 1-D fit, learned parameters and the state_dict, as far as they exist."""
     from regfw import plots
 
@@ -247,6 +249,7 @@ def write_artifacts(folder: Path, outcome: Outcome, config: Config, model, data)
         lambda: plots.curves(history, ["train_loss", "test_loss"], folder / "loss_curve.png", title, "loss", log_y=True),
         lambda: plots.curves(history, ["train_accuracy", "test_accuracy"], folder / "accuracy_curve.png", title, "accuracy"),
         lambda: _fit_plot(folder, model, data, title),
+        lambda: extra_artifacts(folder, model, data, config) if callable(extra_artifacts) else None,
     ):
         try:
             make()
