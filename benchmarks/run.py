@@ -272,7 +272,7 @@ def row_tracking(args, store: Store) -> list[Row]:
 
     epochs = args.quadratic_param_epochs
     plugins = get_plugins()
-    config = resolve(plugins.registry, "quadratic-param", flags={"device": "cpu", "epochs": epochs})
+    config = resolve(plugins.registry, "quadratic-param", sets=[("train.epochs", epochs)], flags={"device": "cpu"})
     print(f"row 2: quadratic-param, {epochs} epochs", flush=True)
     walls = {"--no-track": [], "tracking on": []}
 
@@ -285,7 +285,7 @@ def row_tracking(args, store: Store) -> list[Row]:
             raise RuntimeError(f"quadratic-param ended {outcome.status}: {outcome.error}")
         return outcome.summary["train_seconds"]
 
-    warm = resolve(plugins.registry, "quadratic-param", flags={"device": "cpu", "epochs": 100})
+    warm = resolve(plugins.registry, "quadratic-param", sets=[("train.epochs", 100)], flags={"device": "cpu"})
     execute(warm, plugins, store.tracker("quadratic-param"), run_name="warm-up")
     times = alternate(args.pairs, {"--no-track": lambda: run(NullTracker(), "--no-track"),
                                    "tracking on": lambda: run(store.tracker("quadratic-param"), "tracking on")},

@@ -68,11 +68,14 @@ def mlp_data():
     return x, x.sum(dim=1, keepdim=True) * 0.1 + 0.01 * torch.randn(200, 1, generator=g)
 
 
-CASES = {
-    "linear": (lambda: nn.Linear(1, 1), linear_data, 0.01, None),
-    "quadratic": (Quadratic, quadratic_data, 2e-5, None),
-    "product": (Product, quadratic_data, 2e-5, None),
-    "mlp-minibatch": (lambda: nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 1)), mlp_data, 0.05, 25),
+CASES = {  # model, data, lr, batch (None: full), loss
+    "linear": (lambda: nn.Linear(1, 1), linear_data, 0.01, None, nn.MSELoss),
+    "quadratic": (Quadratic, quadratic_data, 2e-5, None, nn.MSELoss),
+    "product": (Product, quadratic_data, 2e-5, None, nn.MSELoss),
+    "product-sum": (Product, quadratic_data, 2e-7, None, lambda: nn.MSELoss(reduction="sum")),
+    "mlp-minibatch": (lambda: nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 1)), mlp_data, 0.05, 25,
+                      nn.MSELoss),
+    "mlp-l1": (lambda: nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 1)), mlp_data, 0.05, 25, nn.L1Loss),
 }
 
 
@@ -88,11 +91,11 @@ def eager_step(model, loss_fn, optimizer):
     return step
 
 
-def run_steps(make_model, data, lr, batch, fast: bool, steps: int = 150, lr_change=None):
+def run_steps(make_model, data, lr, batch, fast: bool, steps: int = 150, lr_change=None, make_loss=nn.MSELoss):
     torch.manual_seed(0)
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    loss_fn = nn.MSELoss()
+    loss_fn = make_loss()
     step = fastpath.sgd_step(model, loss_fn, optimizer) if fast else eager_step(model, loss_fn, optimizer)
     assert step is not None
     x, y = data
@@ -109,16 +112,28 @@ def run_steps(make_model, data, lr, batch, fast: bool, steps: int = 150, lr_chan
 
 @pytest.mark.parametrize("case", CASES)
 def test_fast_step_matches_the_eager_step(case):
-    make_model, make_data, lr, batch = CASES[case]
+    make_model, make_data, lr, batch, make_loss = CASES[case]
     data = make_data()
-    eager_model, eager_losses, _ = run_steps(make_model, data, lr, batch, fast=False)
-    fast_model, fast_losses, step = run_steps(make_model, data, lr, batch, fast=True)
-    assert step.fast  # the hot path ran, not only the checked first step
+    eager_model, eager_losses, _ = run_steps(make_model, data, lr, batch, fast=False, make_loss=make_loss)
+    fast_model, fast_losses, step = run_steps(make_model, data, lr, batch, fast=True, make_loss=make_loss)
+    assert step.fast and step.engine is not None  # the hot path ran, not only the checked first step
+    assert (step.kernel is not None) == isinstance(make_loss(), nn.MSELoss)
     torch.testing.assert_close(fast_losses, eager_losses, **TOL)
     for (name, p), q in zip(eager_model.named_parameters(), fast_model.parameters()):
         torch.testing.assert_close(q, p, **TOL, msg=name)
     assert eager_losses[-1] < eager_losses[0]  # it trained: the comparison is not between two idle models
     assert all(p.grad is None for p in fast_model.parameters())  # .grad was never touched
+
+
+def test_a_target_of_another_shape_keeps_mse_loss_broadcasting():
+    x, y = linear_data()
+    flat = (x, y.squeeze(1))  # (100, 1) output against (100,) targets: MSELoss broadcasts (and warns)
+    with pytest.warns(UserWarning):
+        eager_model, eager_losses, _ = run_steps(lambda: nn.Linear(1, 1), flat, 0.01, None, fast=False, steps=30)
+    with pytest.warns(UserWarning):
+        fast_model, fast_losses, _ = run_steps(lambda: nn.Linear(1, 1), flat, 0.01, None, fast=True, steps=30)
+    torch.testing.assert_close(fast_losses, eager_losses, **TOL)
+    torch.testing.assert_close(fast_model.weight, eager_model.weight, **TOL)
 
 
 def test_a_learning_rate_change_is_honoured():

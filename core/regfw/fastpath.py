@@ -88,37 +88,98 @@ def sgd_step(model, loss_fn, optimizer, *, full_batch_inputs=None):
 
 
 class _EagerSgdStep:
-    """``autograd.grad`` + one ``_foreach_add_``: the SGD update without ``.grad`` or ``step()``."""
+    """The SGD update without ``.grad`` or ``step()``: gradients straight from the autograd engine,
+    applied with one ``_foreach_add_``."""
 
     def __init__(self, model, loss_fn, group: dict, params: list):
         import torch
 
         self.model, self.loss_fn, self.group, self.params = model, loss_fn, group, params
+        self.inputs = tuple(params)
         self.aliases = [p.detach() for p in params]  # same storage, outside autograd: no no_grad() per step
         self.grad = torch.autograd.grad
         self.update = torch._foreach_add_
+        self.kernel, self.reduction = _mse_kernel(loss_fn)
+        self.engine = None  # the engine's own entry point, once the first step showed it can be used
+        self.ones = None
         self.fast = False  # set after the first step proved every gradient dense and present
 
     def __call__(self, xb, yb):
         out = self.model(xb)
-        loss = self.loss_fn(out, yb)
-        if self.fast:
-            self.update(self.aliases, self.grad(loss, self.params), alpha=-self.group["lr"])
-            return out, loss
-        return out, self._checked(loss)
+        if not self.fast:
+            return out, self._checked(out, yb)
+        if self.kernel is not None and out.shape == yb.shape:
+            loss = self.kernel(out, yb, self.reduction)  # what MSELoss ends in, minus its Python
+        else:
+            loss = self.loss_fn(out, yb)
+        if self.engine is not None:
+            grads = self.engine((loss,), self.ones, False, False, self.inputs, False, accumulate_grad=False)
+        else:
+            grads = self.grad(loss, self.inputs)
+        self.update(self.aliases, grads, alpha=-self.group["lr"])
+        return out, loss
 
-    def _checked(self, loss):
+    def _checked(self, out, yb):
         """The first step (and every step when a gradient is missing or sparse), per parameter,
         exactly as ``SGD`` does it: a parameter without a gradient is left alone."""
         import torch
 
-        grads = self.grad(loss, self.params, allow_unused=True)
+        loss = self.loss_fn(out, yb)
+        grads = self.grad(loss, self.inputs, allow_unused=True)
         with torch.no_grad():
             for p, g in zip(self.params, grads):
                 if g is not None:
                     p.add_(g, alpha=-self.group["lr"])
         self.fast = all(g is not None and g.layout == torch.strided for g in grads)
+        if type(out) is not torch.Tensor or type(yb) is not torch.Tensor:
+            self.kernel = None  # a tensor subclass may override the loss: keep MSELoss's own dispatch
+        if self.fast and self.engine is None:
+            self.engine, self.ones = _direct_engine(loss)
         return loss
+
+
+def _mse_kernel(loss_fn):
+    """``torch._C._nn.mse_loss`` and the reduction's enum for a plain ``nn.MSELoss`` without hooks.
+
+    ``F.mse_loss`` checks for overrides, warns on shape mismatch, broadcasts (two views and an
+    extra backward node) and maps the reduction name, then calls this kernel; with equal shapes the
+    kernel alone gives the same loss and gradients."""
+    import torch
+    from torch import nn
+    from torch.nn.modules import module
+
+    hooks = (loss_fn, "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    if type(loss_fn) is not nn.MSELoss or any(getattr(loss_fn, name, None) for name in hooks[1:]):
+        return None, None
+    if any(getattr(module, f"_global{name}", None) for name in hooks[1:]):
+        return None, None
+    kernel = getattr(getattr(torch._C, "_nn", None), "mse_loss", None)
+    try:
+        reduction = nn._reduction.get_enum(loss_fn.reduction)
+    except (AttributeError, ValueError):
+        return None, None
+    return (kernel, reduction) if kernel is not None else (None, None)
+
+
+def _direct_engine(loss):
+    """The autograd engine's ``run_backward``, as ``torch.autograd.grad`` calls it after its argument
+    handling (tuple conversion, override checks, a fresh ``ones_like`` seed per call): hoisted here.
+    CPU only (on CUDA the backward runs on device threads that expect the context ``grad`` stashes),
+    a plain scalar loss, and only after a probe shows the call has the signature this code expects."""
+    import torch
+
+    if loss.device.type != "cpu" or loss.dim() != 0 or type(loss) is not torch.Tensor:
+        return None, None
+    try:
+        run_backward = torch.autograd.Variable._execution_engine.run_backward
+        probe = torch.ones((), dtype=loss.dtype, requires_grad=True)
+        ones = (torch.ones_like(loss),)
+        (got,) = run_backward((probe * 3,), ones, False, False, (probe,), False, accumulate_grad=False)
+        if float(got) != 3.0:
+            return None, None
+    except Exception:  # noqa: BLE001 - any other torch: torch.autograd.grad it is
+        return None, None
+    return run_backward, ones
 
 
 class _GraphedStep:
