@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -359,7 +360,9 @@ class Checker:
             model = _Probe.model(DEFAULT_IN, out_width, self.seed)
             try:
                 out = model(data.x_train)
-                value = loss_fn(out, data.y_train)
+                with warnings.catch_warnings():  # e.g. mse's broadcasting warning on class targets
+                    warnings.simplefilter("ignore")
+                    value = loss_fn(out, data.y_train)
                 ok = torch.is_tensor(value) and value.ndim == 0 and bool(torch.isfinite(value))
                 # A loss that ignores the prediction (cross-entropy over one class) teaches nothing.
                 ok = ok and bool(torch.autograd.grad(value, out)[0].abs().sum() > 0)
