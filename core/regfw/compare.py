@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,7 +123,15 @@ def search(client, uri: str, experiment: str | None = None, *, filter_string: st
 def _row(run, experiments: dict) -> RunRow:
     info = run.info
     return RunRow(info.run_id, info.run_name or "", info.status, experiments.get(info.experiment_id, info.experiment_id),
-                  info.start_time, info.end_time, dict(run.data.params), dict(run.data.metrics), dict(run.data.tags))
+                  info.start_time, info.end_time, dict(run.data.params),
+                  {k: _unclamp(v) for k, v in run.data.metrics.items()}, dict(run.data.tags))
+
+
+def _unclamp(value: float) -> float:
+    """MLflow stores an infinite metric as +-sys.float_info.max; show it as the inf it was."""
+    if isinstance(value, float) and abs(value) >= sys.float_info.max:
+        return math.copysign(math.inf, value)
+    return value
 
 
 def get_runs(client, uri: str, ids: list[str]) -> list[RunRow]:
@@ -401,7 +410,7 @@ def histories(client, rows: list[RunRow], names) -> dict[str, dict[str, list[tup
         for name in names:
             if name in row.metrics:
                 points = client.get_metric_history(row.run_id, name)
-                curves[name] = sorted((m.step, m.value) for m in points)
+                curves[name] = sorted((m.step, _unclamp(m.value)) for m in points)
         out[row.run_id] = curves
     return out
 

@@ -35,6 +35,7 @@ SWEEP_POINT_TAG = "regfw.sweep_point"
 SWEEP_INDEX_TAG = "regfw.sweep_index"
 PARENT_TAG = "mlflow.parentRunId"
 MAX_EXIT = 100  # the sweep's exit code is the number of failed points, at most this
+STOP_SECONDS = 120  # after Ctrl-C/SIGTERM, how long running points get to flush and end as KILLED
 
 
 @dataclass
@@ -253,21 +254,25 @@ def build_grid(registry, experiment: str, *, sets=(), seeds: str | None = None, 
 
 
 # -- running --------------------------------------------------------------------------------
-_RUNNING = False
+_RUNNING = False  # a point is training in this process
+_STOPPED = False  # this worker was told to stop: it starts no further point
+NOT_RUN = "NOT_RUN"
 
 
 def _worker_init() -> None:
-    """Spawned workers: Ctrl-C is handled by the parent, SIGTERM ends the point like `run` does."""
+    """Spawned workers: Ctrl-C is handled by the parent, SIGTERM ends the point like `run` does
+    (flushed, KILLED) and keeps the worker from starting any point queued after it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _worker_sigterm)
 
 
 def _worker_sigterm(signum, frame):
+    global _STOPPED
     from regfw.runner import Interrupted
 
+    _STOPPED = True
     if _RUNNING:
         raise Interrupted(128 + signum)
-    os._exit(128 + signum)  # idle worker: nothing to flush
 
 
 def run_point(task: PointTask) -> PointResult:
@@ -275,26 +280,42 @@ def run_point(task: PointTask) -> PointResult:
     global _RUNNING
     from regfw.output import Reporter
     from regfw.plugins import get_plugins
-    from regfw.runner import execute
+    from regfw.runner import Interrupted, execute
     from regfw.tracking import MlflowTracker
 
     class ChildTracker(MlflowTracker):
         def start(self, run_name, params, tags):
             return super().start(run_name, params, dict(tags) | task.tags)
 
+    if _STOPPED:
+        return PointResult(task.index, NOT_RUN)
     tracker = ChildTracker(task.uri, task.experiment_name)
     reporter = Reporter("bar" if task.progress else "quiet")
     _RUNNING = True
     try:
         outcome = execute(task.config, get_plugins(), tracker, run_name=task.run_name, reporter=reporter)
-    except RegfwError as exc:  # before the run started (e.g. the store went away)
-        return PointResult(task.index, "FAILED", tracker.run_id, str(exc), exit_code=1)
-    except Exception as exc:  # noqa: BLE001 - one point must not end the sweep
-        return PointResult(task.index, "FAILED", tracker.run_id, f"{type(exc).__name__}: {exc}", exit_code=1)
+    except (KeyboardInterrupt, Interrupted) as exc:  # stopped while the run was being set up
+        _end_quietly(tracker, "KILLED")
+        return PointResult(task.index, "KILLED", tracker.run_id, "interrupted",
+                           exit_code=getattr(exc, "exit_code", 130))
+    except Exception as exc:  # noqa: BLE001 - e.g. the store went away; one point must not end the sweep
+        _end_quietly(tracker, "FAILED")
+        text = str(exc) if isinstance(exc, RegfwError) else f"{type(exc).__name__}: {exc}"
+        return PointResult(task.index, "FAILED", tracker.run_id, text, exit_code=1)
     finally:
         _RUNNING = False
     return PointResult(task.index, outcome.status, outcome.run_id, outcome.error, outcome.seconds,
                        dict(outcome.summary), outcome.exit_code)
+
+
+def _end_quietly(tracker, status: str) -> None:
+    """A run created before its point was stopped must not stay RUNNING in the store."""
+    if tracker.run_id is None or tracker.client is None:
+        return
+    try:
+        tracker.end(status)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 @dataclass
@@ -357,6 +378,8 @@ def run_sweep(grid: Grid, uri: str, experiment_name: str, *, jobs: int = 1, prog
     interrupted: BaseException | None = None
 
     def record(result: PointResult) -> None:
+        if result.status == NOT_RUN:
+            return
         results.append(result)
         if on_result is not None:
             on_result(result, grid.points[result.index])
@@ -439,7 +462,7 @@ def _run_parallel(tasks: list[PointTask], jobs: int, record) -> BaseException | 
                     os.kill(process.pid, signal.SIGTERM)
                 except OSError:
                     pass
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + STOP_SECONDS
         for future in list(pending):
             if future.cancelled():
                 continue
@@ -447,7 +470,14 @@ def _run_parallel(tasks: list[PointTask], jobs: int, record) -> BaseException | 
                 record(future.result(timeout=max(0.1, deadline - time.monotonic())))
             except Exception:  # noqa: BLE001 - the worker was stopped before it reported
                 pass
-        pool.shutdown(wait=True, cancel_futures=True)
+        stuck = [p for p in getattr(pool, "_processes", {}).values() if p.is_alive()] \
+            if any(not f.done() for f in pending) else []
+        for process in stuck:  # did not end its point in time: our own worker, by pid
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        pool.shutdown(wait=not stuck, cancel_futures=True)
         return exc
 
 
