@@ -59,10 +59,13 @@ class ComponentResult:
     status: str  # ok | fail | skip
     passed: list[str] = field(default_factory=list)
     reason: str | None = None
+    context: str | None = None  # what it was checked with, e.g. "experiment 'sine'"
 
     def line(self) -> str:
         label = {"ok": "ok  ", "fail": "FAIL", "skip": "skip"}[self.status]
         detail = ", ".join(self.passed) if self.status == "ok" else self.reason
+        if self.status == "fail" and self.context and self.context != f"experiment '{self.name}'":
+            detail += f" (checked with {self.context})"
         return f"{label}  {self.kind:<10} {self.name:<20} {detail}"
 
 
@@ -322,7 +325,8 @@ class Checker:
         task = probe_data.task
         return Setup(lambda seed: self._data(entry, params, seed),
                      lambda seed: _Probe.model(in_width, out_width, seed),
-                     lambda: _Probe.loss(task), _Probe.optimizer, _train_settings(), "a linear probe model")
+                     lambda: _Probe.loss(task), _Probe.optimizer, _train_settings(),
+                     f"a linear probe model and a {task} loss")
 
     def _synthetic_model(self, entry: Entry, dims: dict) -> Setup:
         import torch
@@ -385,7 +389,7 @@ class Checker:
                      lambda seed: _Probe.model(DEFAULT_IN, 1, seed),
                      lambda: _Probe.loss("regression"),
                      self._part_maker("optimizer", entry.name, _defaults(entry)),
-                     _train_settings(), "a linear probe model")
+                     _train_settings(), "a linear probe model on synthetic regression data")
 
     # -- one trial -------------------------------------------------------------------------------
     def trial(self, setup: Setup) -> dict:
@@ -458,7 +462,7 @@ def check_component(checker: Checker, entry: Entry) -> ComponentResult:
     """Run every check on one component; the first failing check ends it."""
     result = ComponentResult(entry.kind, entry.name, entry.plugin, "ok")
     try:
-        _run_checks(checker, entry, result.passed)
+        _run_checks(checker, entry, result)
     except Skipped as exc:
         result.status, result.reason = "skip", str(exc)
     except Failed as exc:
@@ -468,10 +472,12 @@ def check_component(checker: Checker, entry: Entry) -> ComponentResult:
     return result
 
 
-def _run_checks(checker: Checker, entry: Entry, passed: list[str]) -> None:
+def _run_checks(checker: Checker, entry: Entry, result: ComponentResult) -> None:
     import torch
 
+    passed = result.passed
     setup = checker.setup_for(entry)
+    result.context = setup.context
     first = checker.trial(setup)
     passed.append("builds")
     losses = [v for _, v in first["history"].curves["train_loss"]]
