@@ -59,8 +59,10 @@ def check(plugin_names, device, seed):
 @click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False),
               help="Folder in which to create NAME/.")
 def new_plugin(name, directory):
-    """Write a plugin package skeleton NAME/: pyproject with the entry point, one example per hook,
-    a README and a test that uses regfw.testing.
+    """Write a new plugin package NAME/ that installs and passes its own test.
+
+    It holds a pyproject.toml with the `regfw` entry point, one example per hook, a README and a
+    test that uses regfw.testing.
 
     \b
     Then:
