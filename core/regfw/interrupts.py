@@ -1,9 +1,10 @@
-"""Signals while a run is being opened or closed.
+"""Signals while a run is being opened, written to or closed.
 
 Ctrl-C (SIGINT) and SIGTERM end a run as KILLED, but only where the runner can still write that
-down. While the MLflow run is being created, and while the final metrics, artifacts and status
-are written, the signals are held back and delivered afterwards (or dropped, when the run is
-already ending): a second Ctrl-C cannot leave a run marked RUNNING forever.
+down. While the MLflow run is being created, while a batch of metrics or a checkpoint is being
+written, and while the final metrics, artifacts and status are written, the signals are held
+back and sent again afterwards (dropped when the run is already ending): a signal cannot tear a
+write in half, and a second Ctrl-C cannot leave a run marked RUNNING forever.
 """
 
 from __future__ import annotations
@@ -13,19 +14,15 @@ import signal
 import threading
 
 
-class Interrupted(Exception):
-    """Raised from a SIGTERM handler so the run ends like a Ctrl-C: flushed and KILLED."""
+class Interrupted(BaseException):
+    """Raised from a SIGTERM handler so the run ends like a Ctrl-C: flushed and KILLED.
+
+    A BaseException, like KeyboardInterrupt: library code that catches ``Exception`` (MLflow
+    wraps every store error) must not turn a termination into a failure."""
 
     def __init__(self, exit_code: int = 143):
         super().__init__("terminated")
         self.exit_code = exit_code
-
-
-def raise_for(signum: int) -> None:
-    """Deliver a held-back signal as the exception its handler would have raised."""
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise Interrupted(128 + signum)
 
 
 def terminate_handler(signum, frame):
@@ -44,8 +41,10 @@ class Held:
         return self.signals[0] if self.signals else None
 
     def deliver(self) -> None:
+        """Send the held signal again, now that the handlers are back: whatever handles it then
+        (the runner's, an outer :func:`held`, or the default action) does what it would have done."""
         if self.signals:
-            raise_for(self.signals[0])
+            signal.raise_signal(self.signals[0])
 
 
 @contextlib.contextmanager

@@ -26,12 +26,7 @@ from regfw.plugins import Plugins
 SMALL_MODEL = 16  # at most this many scalars: the learned parameters are logged and printed
 
 
-class Interrupted(Exception):
-    """Raised from a SIGTERM handler so the run ends like a Ctrl-C: flushed and KILLED."""
-
-    def __init__(self, exit_code: int = 143):
-        super().__init__("terminated")
-        self.exit_code = exit_code
+from regfw.interrupts import Interrupted, held  # noqa: E402 - re-exported: regfw.runner.Interrupted
 
 
 @dataclass
@@ -140,8 +135,13 @@ def tags_for(config: Config, plugins: Plugins, device, extra: dict | None = None
     return tags
 
 
-def execute(config: Config, plugins: Plugins, tracker, *, run_name: str, reporter=None) -> Outcome:
-    """Run ``config``; never raises for a run that started: the outcome says how it ended."""
+def execute(config: Config, plugins: Plugins, tracker, *, run_name: str, reporter=None,
+            checkpoint_every: int | None = None, resume=None) -> Outcome:
+    """Run ``config``; never raises for a run that started: the outcome says how it ended.
+
+    ``checkpoint_every``: save a checkpoint artifact every N epochs (:mod:`regfw.checkpoint`).
+    ``resume``: a :class:`regfw.checkpoint.Resume`; the same MLflow run continues from it.
+    """
     import torch
 
     device = resolve_device(config.device)  # a missing device is bad input: no run is recorded
@@ -152,16 +152,25 @@ def execute(config: Config, plugins: Plugins, tracker, *, run_name: str, reporte
     tracker.open()
     history = History()
     outcome = Outcome("FAILED", None, history, device=str(device))
+    outcome.seconds = resume.seconds if resume is not None else 0.0  # time spent before a resume
     started = time.monotonic()
     model = data = None
-    outcome.run_id = tracker.start(run_name, config.flat_params(), tags_for(config, plugins, device))
+    # A signal while the run is being created is held back and delivered once it exists, so
+    # the run is then marked KILLED instead of left RUNNING.
+    with held() as early_signal:
+        if resume is None:
+            outcome.run_id = tracker.start(run_name, config.flat_params(), tags_for(config, plugins, device))
+        else:
+            outcome.run_id = resume.attach(tracker, tags_for(config, plugins, device))
 
     def progress(epoch, values):
         if reporter is not None:
             reporter.update(epoch, values)
 
-    recorder = Recorder(history, tracker.log_metrics, progress)
+    sink = tracker.log_metrics if resume is None else resume.sink(tracker.log_metrics)
+    recorder = Recorder(history, sink, progress)
     try:
+        early_signal.deliver()
         seed_everything(config.seed)
         data = _build(entries["dataset"], config.dataset.params, generator=torch.Generator().manual_seed(config.seed))
         if not isinstance(data, Data):
@@ -172,12 +181,21 @@ def execute(config: Config, plugins: Plugins, tracker, *, run_name: str, reporte
         model.to(device)
         data = data.to(device)
         optimizer = _build(entries["optimizer"], config.optimizer.params, model.parameters())
-        if reporter is not None:
-            reporter.start(config.experiment, config.train["epochs"])
         shuffle_generator = torch.Generator().manual_seed(config.seed + 1)
+        start_epoch, saver = 1, None
+        if resume is not None:  # after everything that draws random numbers: the RNG states win
+            start_epoch = resume.restore(model, optimizer, shuffle_generator, history, device)
+        if checkpoint_every:
+            from regfw.checkpoint import Checkpointer
+
+            saver = Checkpointer(checkpoint_every, tracker, model, optimizer, shuffle_generator, history, recorder,
+                                 config, device, seconds=lambda: time.monotonic() - started + outcome.seconds,
+                                 after=resume)
+        if reporter is not None:
+            reporter.start(config.experiment, config.train["epochs"], start_epoch)
         try:
             train(model, data, loss_fn, optimizer, config.train, generator=shuffle_generator,
-                  recorder=recorder, history=history)
+                  recorder=recorder, history=history, start_epoch=start_epoch, on_epoch_end=saver)
         except (RegfwError, KeyboardInterrupt, Interrupted):
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. a swapped model whose shapes do not fit
@@ -189,25 +207,37 @@ def execute(config: Config, plugins: Plugins, tracker, *, run_name: str, reporte
         outcome.error = f"interrupted at epoch {history.epochs_done}"
     except Diverged as exc:
         outcome.error, outcome.exit_code = str(exc), 3
+        history.epochs_done = exc.epoch  # the run stops at the epoch that diverged
     except RegfwError as exc:
         outcome.error, outcome.exit_code = str(exc), 1
     finally:
         if reporter is not None:
             reporter.finish()
-        outcome.seconds = time.monotonic() - started
+        outcome.seconds = time.monotonic() - started + outcome.seconds
         _finish(outcome, config, tracker, recorder, model, data, extra_artifacts)
     return outcome
 
 
 def _finish(outcome: Outcome, config: Config, tracker, recorder: Recorder, model, data, extra_artifacts=None) -> None:
-    """Flush, summarise and log artifacts for whatever exists, then set the final status."""
+    """Flush, summarise and log artifacts for whatever exists, then set the final status.
+
+    Ctrl-C and SIGTERM are held back meanwhile: the run is ending, and must end recorded."""
+    with held():
+        _finish_held(outcome, config, tracker, recorder, model, data, extra_artifacts)
+
+
+def _finish_held(outcome: Outcome, config: Config, tracker, recorder: Recorder, model, data, extra_artifacts) -> None:
+    history = outcome.history
+    if outcome.status == "KILLED":
+        # An epoch cut short by the signal is not counted: keep what completed epochs recorded.
+        recorder.pending = [p for p in recorder.pending if p[0] <= history.epochs_done]
     try:
         recorder.drain()
     except Diverged as exc:  # divergence seen in the last drain of an interrupted run
         outcome.status, outcome.error, outcome.exit_code = "FAILED", str(exc), 3
+        history.epochs_done = exc.epoch
     except Exception:  # noqa: BLE001 - keep going: the status must still be written
         pass
-    history = outcome.history
     summary = {f"final_{k}": v for k, v in history.final().items()}
     summary |= {f"best_{k}": v for k, v in history.best().items()}
     summary["train_seconds"] = outcome.seconds

@@ -38,6 +38,8 @@ def quiet_libraries() -> None:
     """Keep MLflow's INFO lines, alembic's migrations and SQLAlchemy warnings off the terminal."""
     for name in ("mlflow", "alembic", "sqlalchemy", "urllib3", "git"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # A store failure is logged by MLflow with a traceback before it raises; regfw reports it in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     for module in ("mlflow", "sqlalchemy", "alembic", "pydantic"):
         warnings.filterwarnings("ignore", module=module)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -103,6 +105,9 @@ def _store_error(uri: str, exc: Exception) -> RegfwError:
     text = " ".join(str(exc).split())
     if len(text) > 160:
         text = text[:157] + "..."
+    path = Path(uri[len("sqlite:///"):].split("?", 1)[0]) if uri.startswith("sqlite:///") else None
+    if path is not None and path.is_file() and not os.access(path, os.W_OK):
+        return RegfwError(f"cannot use tracking store {uri}: the database file is read-only ({type(exc).__name__}: {text})")
     return RegfwError(f"cannot use tracking store {uri}: {type(exc).__name__}: {text}")
 
 
@@ -182,13 +187,19 @@ class MlflowTracker:
             self.flush()
 
     def flush(self) -> None:
+        """Write the buffer. A signal waits until the batch in flight is written (MLflow would
+        otherwise wrap it in its own error); a batch that failed stays buffered for the next try."""
         from mlflow.entities import Metric
 
-        rows, self._rows = self._rows, []
+        from regfw.interrupts import held
+
         self._last_flush = time.monotonic()
-        for i in range(0, len(rows), FLUSH_ROWS):
-            chunk = [Metric(k, v, ts, s) for k, v, s, ts in rows[i:i + FLUSH_ROWS]]
-            self.client.log_batch(self.run_id, metrics=chunk)
+        with held() as signals:
+            while self._rows:
+                rows = self._rows[:FLUSH_ROWS]
+                self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, s) for k, v, s, ts in rows])
+                del self._rows[:len(rows)]
+        signals.deliver()
 
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag

@@ -16,6 +16,7 @@ from regfw.cli import inspect as inspect_commands
 from regfw.cli import run as run_commands
 from regfw.cli import ui as ui_commands
 from regfw.errors import RegfwError
+from regfw.interrupts import Interrupted
 
 
 def _fail(message: str, code: int) -> None:
@@ -43,6 +44,8 @@ class RegfwGroup(click.Group):
             _fail(" ".join(exc.format_message().split()), exc.exit_code)
         except (click.exceptions.Abort, KeyboardInterrupt):
             _fail("interrupted", 130)
+        except Interrupted as exc:  # SIGTERM (a BaseException, like Ctrl-C)
+            _fail("terminated", exc.exit_code)
         except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
             if os.environ.get("REGFW_DEBUG") == "1":
                 raise
@@ -68,8 +71,10 @@ def cli():
 from regfw.cli import runs as runs_commands  # noqa: E402
 from regfw.cli import sweep as sweep_commands  # noqa: E402
 from regfw.cli import authoring as authoring_commands  # noqa: E402
+from regfw.cli import resume as resume_commands  # noqa: E402
 
-for module in (run_commands, inspect_commands, ui_commands, sweep_commands, runs_commands, authoring_commands):
+for module in (run_commands, inspect_commands, ui_commands, sweep_commands, runs_commands, authoring_commands,
+               resume_commands):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -8,6 +8,8 @@ import sys
 import click
 
 from regfw.cli.common import one_line_plugin_errors, override_options, resolve_from_options
+from regfw.errors import RegfwError
+from regfw.interrupts import Interrupted
 
 
 def default_run_name(registry, config) -> str:
@@ -26,9 +28,9 @@ def default_run_name(registry, config) -> str:
 
 
 def _terminate(signum, frame):
-    from regfw.runner import Interrupted
+    from regfw.interrupts import terminate_handler
 
-    raise Interrupted(128 + signum)
+    terminate_handler(signum, frame)
 
 
 def print_summary(outcome, config, tracker) -> None:
@@ -55,6 +57,8 @@ def print_summary(outcome, config, tracker) -> None:
 @click.option("--tracking-uri", metavar="URI", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlruns).")
 @click.option("--no-track", is_flag=True, help="Do not record the run in MLflow.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), metavar="N",
+              help="Save a checkpoint in the run every N epochs; continue it with `regfw resume RUN_ID`.")
 def run(**kwargs):
     """Train EXPERIMENT and record the run in MLflow.
 
@@ -69,6 +73,8 @@ def run(**kwargs):
     plugins = get_plugins()
     one_line_plugin_errors(plugins)
     config = resolve_from_options(plugins, kwargs)
+    if kwargs["checkpoint_every"] and kwargs["no_track"]:
+        raise RegfwError("--checkpoint-every stores checkpoints in the MLflow run; it cannot be used with --no-track")
     from regfw.output import Reporter
     from regfw.runner import execute
     from regfw.tracking import MlflowTracker, NullTracker, tracking_uri
@@ -81,7 +87,11 @@ def run(**kwargs):
     reporter = Reporter("quiet" if kwargs["quiet"] else "auto")
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        outcome = execute(config, plugins, tracker, run_name=run_name, reporter=reporter)
+        outcome = execute(config, plugins, tracker, run_name=run_name, reporter=reporter,
+                          checkpoint_every=kwargs["checkpoint_every"])
+    except Interrupted as exc:  # before the run existed: nothing to mark
+        click.echo("regfw: error: interrupted before the run started", err=True)
+        sys.exit(exc.exit_code)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not kwargs["quiet"]:

@@ -1,0 +1,59 @@
+"""``regfw resume RUN_ID``: continue an interrupted run from its last checkpoint."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import click
+
+from regfw.interrupts import Interrupted
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--tracking-uri", metavar="URI", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlruns).")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), metavar="N",
+              help="Checkpoint interval from here on (default: the run's own).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def resume(run_id, tracking_uri, checkpoint_every, quiet):
+    """Continue RUN_ID (a run started with --checkpoint-every) from its last checkpoint.
+
+    The same MLflow run goes on: same parameters, the metrics up to the checkpoint kept, the
+    rest recomputed. Its configuration is read back from the run, so nothing needs repeating.
+    """
+    from regfw.checkpoint import load_resume
+    from regfw.cli.common import one_line_plugin_errors
+    from regfw.cli.run import _terminate, print_summary
+    from regfw.output import Reporter
+    from regfw.plugins import get_plugins
+    from regfw.runner import execute
+    from regfw.tracking import MlflowTracker, tracking_uri as resolve_uri
+
+    plugins = get_plugins()
+    one_line_plugin_errors(plugins)
+    uri = resolve_uri(tracking_uri)
+    found = load_resume(uri, run_id)
+    config = found.config(plugins.registry)
+    tracker = MlflowTracker(uri, found.experiment_name)
+    reporter = Reporter("quiet" if quiet else "auto")
+    if not quiet:
+        click.echo(f"resuming run {run_id} ({config.experiment}) at epoch {found.epoch + 1} of "
+                   f"{config.train['epochs']}", err=True)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        outcome = execute(config, plugins, tracker, run_name=run_id, reporter=reporter,
+                          checkpoint_every=checkpoint_every or found.every, resume=found)
+    except Interrupted as exc:
+        click.echo("regfw: error: interrupted before the run resumed", err=True)
+        sys.exit(exc.exit_code)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not quiet:
+        print_summary(outcome, config, tracker)
+    if outcome.error:
+        click.echo(f"regfw: error: {outcome.error} (run {outcome.run_id} marked {outcome.status})", err=True)
+    sys.exit(outcome.exit_code)
+
+
+COMMANDS = [resume]
