@@ -253,7 +253,9 @@ def _finish_held(outcome: Outcome, config: Config, tracker, recorder: Recorder, 
             pass
     outcome.summary = summary
     rows = [(k, v, history.epochs_done) for k, v in summary.items()]
-    rows += [(f"learned.{k}", v, history.epochs_done) for k, v in outcome.learned.items()]
+    # MLflow metric names allow no brackets: weight[0] is logged as learned.weight.0
+    rows += [(f"learned.{k}".replace("[", ".").replace("]", ""), v, history.epochs_done)
+             for k, v in outcome.learned.items()]
     try:
         tracker.log_metrics(rows)
         tags = {"regfw.epochs_done": history.epochs_done}
