@@ -40,9 +40,17 @@ class Data:
                        x_test=move(self.x_test), y_test=move(self.y_test))
 
 
-def shuffled(x, y, generator):
-    """One permutation per epoch, drawn on the CPU so CPU and CUDA runs see the same order."""
+def shuffled(x, y, generator, out=None):
+    """One permutation per epoch, drawn on the CPU so CPU and CUDA runs see the same order.
+
+    ``out=(xs, ys)`` from the previous epoch is refilled in place: a fresh copy of a large dataset
+    every epoch costs more in page faults than in copying (about 0.4 s for MNIST's 188 MB on CPU).
+    """
     import torch
 
     perm = torch.randperm(len(x), generator=generator).to(x.device, non_blocking=True)
-    return x[perm], y[perm]
+    if out is None:
+        return x.index_select(0, perm), y.index_select(0, perm)
+    torch.index_select(x, 0, perm, out=out[0])
+    torch.index_select(y, 0, perm, out=out[1])
+    return out

@@ -128,6 +128,7 @@ def train(model, data, loss_fn, optimizer, settings: dict, *, generator, recorde
 
         step = sgd_step(model, loss_fn, optimizer, full_batch_inputs=(x, y) if full_batch else None) or step
     model.train()
+    shuffle_buffers = None
     for epoch in range(start_epoch, epochs + 1):
         log_now = epoch % log_every == 0 or epoch == epochs or epoch == 1
         if not model.training:  # only evaluate() switches it off: no module walk per epoch
@@ -141,7 +142,7 @@ def train(model, data, loss_fn, optimizer, settings: dict, *, generator, recorde
         else:
             xs, ys = x, y
             if settings["shuffle"]:
-                xs, ys = _shuffle(x, y, generator)
+                xs, ys = shuffle_buffers = _shuffle(x, y, generator, shuffle_buffers)
             total = torch.zeros((), device=x.device) if log_now else None
             hits = torch.zeros((), device=x.device) if log_now and accuracy else None
             for i in range(0, n, batch):
@@ -165,10 +166,10 @@ def train(model, data, loss_fn, optimizer, settings: dict, *, generator, recorde
     return history
 
 
-def _shuffle(x, y, generator):
+def _shuffle(x, y, generator, out=None):
     from regfw.data import shuffled
 
-    return shuffled(x, y, generator)
+    return shuffled(x, y, generator, out)  # refills last epoch's copy: no new allocation per epoch
 
 
 def evaluate(model, data, loss_fn, accuracy: bool, epoch: int, recorder: Recorder) -> None:
