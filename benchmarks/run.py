@@ -105,7 +105,7 @@ def alternate(rounds: int, variants: dict, progress: str = "") -> dict[str, list
 _DATA_CACHE: dict = {}
 
 
-def parts(name: str, sets=(), *, data=None):
+def parts(name: str, sets=(), *, data=None, device: str = "cpu"):
     """Resolved config, data (cached), and a fresh model, loss and optimizer: seeded like a run."""
     import torch
 
@@ -127,9 +127,13 @@ def parts(name: str, sets=(), *, data=None):
         if key not in _DATA_CACHE:
             _DATA_CACHE[key] = build("dataset", generator=torch.Generator().manual_seed(config.seed))
         data = _DATA_CACHE[key]
-    model = build("model")
+        if device != "cpu":
+            if (key, device) not in _DATA_CACHE:
+                _DATA_CACHE[(key, device)] = data.to(device)
+            data = _DATA_CACHE[(key, device)]
+    model = build("model").to(device)
     return SimpleNamespace(config=config, data=data, model=model, loss_fn=build("loss"),
-                           optimizer=build("optimizer", model.parameters()))
+                           optimizer=build("optimizer", model.parameters()), device=device)
 
 
 class Store:
@@ -556,6 +560,124 @@ def row_lightning(args, store: Store, tmp: Path) -> list[Row]:
     return rows
 
 
+# -- GPU rows (only where torch sees CUDA) -------------------------------------------------------------
+
+def row_gpu(args, tmp: Path) -> list[Row]:
+    """mnist 20 epochs wall time, tiny full-batch steps with and without CUDA graphs, DataLoader ratio.
+
+    Written without a GPU at hand: nothing here has run on one yet."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    if not torch.cuda.is_available():
+        return []
+    from regfw import fastpath
+
+    device = "cuda"
+    sync = torch.cuda.synchronize
+    rows = []
+    for name in ("linear", "quadratic-param", "quadratic-linear"):
+        sets = [("train.epochs", args.steps)]
+        print(f"row 7 (GPU): {name}, {args.steps} full-batch steps", flush=True)
+
+        def with_graphs(on: bool):
+            def run():
+                os.environ[fastpath.ENV_GRAPHS] = "1" if on else "0"
+                try:
+                    p = parts(name, sets, device=device)
+                    sync()
+                    seconds = regfw_train(p)[0]
+                    sync()
+                    return seconds
+                finally:
+                    os.environ.pop(fastpath.ENV_GRAPHS, None)
+            return run
+
+        def documents():
+            p = parts(name, sets, device=device)
+            sync()
+            seconds = documents_loop(p, args.steps, PRINT_EVERY[name])
+            sync()
+            return seconds
+
+        for f in (with_graphs(True), with_graphs(False), documents):
+            f()
+        times = alternate(args.pairs, {"regfw, CUDA graphs": with_graphs(True), "regfw, no graphs": with_graphs(False),
+                                       "documents' loop": documents}, f"{name} cuda")
+        rows.append(Row(7, f"GPU {name}: µs per full-batch step", "regfw, CUDA graphs", times,
+                        unit_work=args.steps / 1e6, unit="µs/step",
+                        target={"documents' loop": (">=", 5.0, "ratio")}, extra={"steps": args.steps}))
+    mnist_root = tmp / "idx"
+    if not (mnist_root / "MNIST" / "raw").exists():
+        write_mnist_idx(mnist_root, args.mnist_train, 10000)
+    sets = [("dataset.root", str(mnist_root)), ("dataset.download", False)]
+    p0 = parts("mnist", [*sets, ("train.epochs", 1)], device=device)
+    x, y, batch = p0.data.x_train, p0.data.y_train, p0.config.train["batch_size"]
+    n = len(x)
+    buffers = []
+
+    def regfw_fetch():
+        from regfw.data import shuffled
+
+        g = torch.Generator().manual_seed(1)
+        sync()
+        start = perf()
+        xs, ys = shuffled(x, y, g, buffers[0] if buffers else None)
+        for i in range(0, n, batch):
+            xb, yb = xs[i:i + batch], ys[i:i + batch]
+        sync()
+        buffers[:] = [(xs, ys)]
+        return perf() - start
+
+    cpu_loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=batch, shuffle=True, pin_memory=True)
+
+    def loader_fetch():
+        sync()
+        start = perf()
+        for xb, yb in cpu_loader:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        sync()
+        return perf() - start
+
+    regfw_fetch(), loader_fetch()
+    times = alternate(args.pairs, {"regfw slicing on the GPU": regfw_fetch,
+                                   "DataLoader(TensorDataset) + .to(cuda)": loader_fetch}, "mnist cuda fetch")
+    rows.append(Row(7, f"GPU mnist batch fetching, one epoch (batch {batch}): DataLoader / regfw",
+                    "regfw slicing on the GPU", times,
+                    target={"DataLoader(TensorDataset) + .to(cuda)": (">=", 20.0, "ratio")}))
+
+    def mnist_run():
+        p = parts("mnist", [*sets, ("train.epochs", 20)], device=device)
+        sync()
+        seconds = regfw_train(p)[0]
+        sync()
+        return seconds
+
+    print("row 7 (GPU): mnist, 20 epochs", flush=True)
+    times = {"regfw mnist 20 epochs": [mnist_run() for _ in range(args.pairs)]}
+    rows.append(Row(7, "GPU mnist, 20 epochs: wall time of engine.train (absolute)", "regfw mnist 20 epochs", times))
+    return rows
+
+
+def profile(args) -> int:
+    """pyinstrument profile of regfw's training of one experiment, as text under --out."""
+    from pyinstrument import Profiler
+
+    name = args.profile
+    p = parts(name, [("train.epochs", args.profile_epochs)])
+    profiler = Profiler(interval=0.0002)
+    profiler.start()
+    seconds = regfw_train(p)[0]
+    profiler.stop()
+    text = profiler.output_text(unicode=True, color=False, show_all=False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.out / f"profile-{name}.txt"
+    target.write_text(f"# {name}, {args.profile_epochs} epochs, {seconds:.3f} s\n{text}", encoding="utf-8")
+    print(text)
+    print(f"written {target}")
+    return 0
+
+
 # -- report ------------------------------------------------------------------------------------------
 
 def machine() -> dict:
@@ -632,10 +754,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small epoch counts and 5 rounds: checks the script")
     parser.add_argument("--pairs", type=int, default=5, help="rounds per comparison (at least 5)")
-    parser.add_argument("--rows", default="1,2,3,4,5,6", help="which rows to run, e.g. 1,4")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7", help="which rows to run, e.g. 1,4 (7: GPU rows, "
+                        "only where CUDA is available)")
+    parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads for every variant (0: torch's default); 1 keeps OpenMP "
-                             "from stalling when the cores are shared")
+                             "from stalling when other work shares the cores")
     parser.add_argument("--linear-epochs", type=int, default=1000)
     parser.add_argument("--quadratic-linear-epochs", type=int, default=20000)
     parser.add_argument("--mlp-epochs", type=int, default=100)
@@ -644,6 +767,9 @@ def main(argv=None) -> int:
     parser.add_argument("--lightning-mlp-epochs", type=int, default=100)
     parser.add_argument("--mnist-train", type=int, default=60000, help="row 3: generated MNIST training images")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.json")
+    parser.add_argument("--profile", metavar="EXPERIMENT", help="profile regfw training EXPERIMENT with pyinstrument "
+                        "instead of benchmarking (writes profile-EXPERIMENT.txt under --out)")
+    parser.add_argument("--profile-epochs", type=int, default=20000)
     args = parser.parse_args(argv)
     if args.quick:
         args.linear_epochs, args.quadratic_linear_epochs, args.mlp_epochs = 1000, 2000, 2
@@ -659,6 +785,8 @@ def main(argv=None) -> int:
     for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+    if args.profile:
+        return profile(args)
     started, load_before, t0 = time.strftime("%Y-%m-%d %H:%M:%S"), load_average(), perf()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="regfw-bench-") as folder:
@@ -667,7 +795,7 @@ def main(argv=None) -> int:
         store = Store(tmp)
         steps = [(1, lambda: row_overhead(args, store)), (2, lambda: row_tracking(args, store)),
                  (3, lambda: row_data(args, tmp)), (4, lambda: row_steps(args)), (5, lambda: row_startup(args, tmp)),
-                 (6, lambda: row_lightning(args, store, tmp))]
+                 (6, lambda: row_lightning(args, store, tmp)), (7, lambda: row_gpu(args, tmp))]
         for number, run in steps:
             if number in wanted:
                 rows.extend(run())
