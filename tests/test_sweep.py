@@ -233,3 +233,17 @@ def test_sigterm_ends_a_parallel_sweep_as_killed(tmp_path):
         assert int(child.data.tags["regfw.epochs_done"]) > 0
         history = client.get_metric_history(child.info.run_id, "train_loss")
         assert history and history[-1].value < history[0].value
+
+
+def test_run_with_sweep_flag_is_the_same_sweep(invoke, store):
+    result = invoke("run", "linear", "--sweep", "--set", "optimizer.lr=0.01,0.1", "--epochs", "20",
+                    "--tracking-uri", store, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    runs = _all_runs(store)
+    parent = next(r for r in runs if r.data.tags.get("regfw.role") == "sweep")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 3 and sorted(c.data.params["optimizer.lr"] for c in children) == ["0.01", "0.1"]
+    result = invoke("run", "linear", "--sweep", "--no-track", "--set", "optimizer.lr=0.01,0.1")
+    assert "--no-track does not go with --sweep" in _one_line_error(result)
+    result = invoke("run", "linear", "--set", "optimizer.lr=0.01,0.1", "--no-track")
+    assert "optimizer.lr expects a number" in _one_line_error(result)  # without --sweep: one value

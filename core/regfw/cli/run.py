@@ -59,7 +59,9 @@ def print_summary(outcome, config, tracker) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), metavar="N",
               help="Save a checkpoint in the run every N epochs; continue it with `regfw resume RUN_ID`.")
-def run(**kwargs):
+@click.option("--sweep", is_flag=True, help="A --set with several values (optimizer.lr=0.01,0.1) makes a sweep, as `regfw sweep`.")
+@click.pass_context
+def run(ctx, **kwargs):
     """Train EXPERIMENT and record the run in MLflow.
 
     \b
@@ -68,6 +70,10 @@ def run(**kwargs):
       regfw run linear --device cuda --epochs 2000
       regfw run linear --optimizer adam --set optimizer.lr=0.1
     """
+    if kwargs.pop("sweep"):
+        from regfw.cli.sweep import sweep_from_run
+
+        return sweep_from_run(ctx, kwargs)
     from regfw.plugins import get_plugins
 
     plugins = get_plugins()

@@ -101,6 +101,22 @@ def sweep(**kwargs):
     sys.exit(outcome.exit_code)
 
 
+RUN_ONLY = {"run_name": "--run-name", "no_track": "--no-track", "checkpoint_every": "--checkpoint-every"}
+
+
+def sweep_from_run(ctx: click.Context, kwargs: dict):
+    """``regfw run ... --sweep``: the same grid as ``regfw sweep`` (seeds through --set seed=0,1)."""
+    from regfw.errors import RegfwError
+
+    for name, option in RUN_ONLY.items():
+        if kwargs.get(name):
+            raise RegfwError(f"{option} does not go with --sweep (each point gets its own run)")
+    known = {p.name for p in sweep.params}
+    args = {k: v for k, v in kwargs.items() if k in known}
+    args.update(seeds=None, jobs=kwargs.get("jobs") or 1, dry_run=False)
+    return ctx.invoke(sweep, **args)
+
+
 for _param in sweep.params:
     if _param.name == "sets":
         _param.help = SET_HELP
