@@ -124,6 +124,8 @@ def load_config_file(path: str | Path) -> dict:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise RegfwError(f"config file {path} is not valid YAML{where}") from None
+    except RecursionError:  # thousands of nested brackets: no configuration is that deep
+        raise RegfwError(f"config file {path} is nested too deeply to be a configuration") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -172,11 +174,11 @@ def resolve(
             train[sub] = value
         else:
             valid = "seed, device, train.<key>, " + ", ".join(f"{p}, {p}.<param>" for p in PARTS)
-            raise RegfwError(f"unknown key '{key}' in {source}{did_you_mean(section, TOP_KEYS)}; valid: {valid}")
+            raise RegfwError(f"unknown key {_show(key)} in {source}{did_you_mean(section, TOP_KEYS)}; valid: {valid}")
 
     for key, value in (config_file or {}).items():
         if key not in TOP_KEYS:
-            raise RegfwError(f"unknown key '{key}' in --config{did_you_mean(str(key), TOP_KEYS)}; valid keys: {', '.join(TOP_KEYS)}")
+            raise RegfwError(f"unknown key {_show(key)} in --config{did_you_mean(str(key), TOP_KEYS)}; valid keys: {', '.join(TOP_KEYS)}")
         if key == "experiment":
             if value != experiment:
                 raise RegfwError(f"--config is for experiment {_show(value)}, not '{experiment}'")
@@ -229,7 +231,7 @@ def resolve(
     train_full = {k: p.default for k, p in TRAIN_SCHEMA.items()} | train_values
     for metric in train_full["metrics"]:
         if metric not in METRICS:
-            raise RegfwError(f"unknown metric '{metric}'{did_you_mean(metric, METRICS)}")
+            raise RegfwError(f"unknown metric {_show(metric)}{did_you_mean(metric, METRICS)}")
 
     return Config(
         experiment=experiment,

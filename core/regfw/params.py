@@ -148,7 +148,7 @@ def validate(section: str, declared: dict[str, Param], given: dict, owner: str) 
             valid = ", ".join(sorted(declared)) or "(none)"
             hint = did_you_mean(str(key), declared) if declared else ""
             hint = hint if hint.startswith(" (did") else ""
-            raise RegfwError(f"unknown key '{section}.{key}' for {owner}{hint}; valid keys: {valid}")
+            raise RegfwError(f"unknown key {_show(f'{section}.{key}')} for {owner}{hint}; valid keys: {valid}")
         out[key] = declared[key].coerce(value, f"{section}.{key}")
     return out
 

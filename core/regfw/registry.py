@@ -122,7 +122,9 @@ class Registry:
             raise RegfwError(self._conflict_message((kind, name)))
         table = self.entries[kind]
         if name not in table:
-            raise RegfwError(f"unknown {kind} '{name}'" + did_you_mean(str(name), table))
+            from regfw.params import _show  # the name as typed, cut short and on one line
+
+            raise RegfwError(f"unknown {kind} {_show(name)}" + did_you_mean(str(name), table))
         return table[name]
 
     def names(self, kind: str) -> list[str]:

@@ -20,6 +20,9 @@ from regfw.interrupts import Interrupted
 
 
 def _fail(message: str, code: int) -> None:
+    message = message.replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever the message holds
+    if len(message) > 1000:  # a huge value typed in: keep the start and the end, which says what is wrong
+        message = message[:600] + "..." + message[-300:]
     click.echo(f"regfw: error: {message}", err=True)
     sys.exit(code)
 
