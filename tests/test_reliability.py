@@ -432,3 +432,48 @@ def test_missing_mnist_files_without_network_is_one_line(invoke, tmp_path, monke
     assert result.exit_code == 1
     line = assert_one_line_error(result.stderr, str(root))
     assert all(name in line for name in MNIST_FILES), line
+
+
+# -- security ------------------------------------------------------------------------------------
+class _Payload:
+    """Unpickling this runs a command: what a hostile checkpoint would carry."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_hostile_checkpoint_is_never_unpickled(invoke, store, tmp_path):
+    """torch.load(weights_only=True): a checkpoint carrying code is refused, and the code never runs."""
+    assert invoke("run", "linear", "--epochs", 20, "--checkpoint-every", 10, "--tracking-uri", store).exit_code == 0
+    client, run = only_run(store, "linear")
+    marker = tmp_path / "pwned"
+    artifact_dir = Path(run.info.artifact_uri.removeprefix("file://")) / "checkpoint"
+    for slot in artifact_dir.glob("*.pt"):
+        torch.save({"format": 1, "epoch": 99, "model": _Payload(marker)}, slot)
+    client.set_terminated(run.info.run_id, "KILLED")
+    result = invoke("resume", run.info.run_id, "--tracking-uri", store)
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, "has no readable checkpoint", "UnpicklingError")
+    assert not marker.exists()
+    # the same file loaded the unsafe way would run the payload: the test can fail
+    torch.load(next(artifact_dir.glob("*.pt")), weights_only=False)
+    assert marker.exists()
+
+
+def test_ui_binds_localhost_by_default_and_warns_otherwise(tmp_path):
+    """test_ui.py shows the default: 127.0.0.1, said on the first line. Any other address is warned about."""
+    port = free_port()
+    proc = subprocess.Popen([REGFW, "ui", "--host", "127.0.0.2", "--port", str(port)], cwd=tmp_path, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().startswith(f"MLflow UI at http://127.0.0.2:{port}")
+        assert proc.stderr.readline() == "regfw: warning: binding 127.0.0.2: the UI will be reachable from other machines\n"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    from regfw.cli.ui import ui
+
+    assert next(p for p in ui.params if p.name == "host").default == "127.0.0.1"
