@@ -3,6 +3,7 @@ workers and signals."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -164,11 +165,11 @@ def test_sweep_makes_one_parent_and_a_child_per_point(invoke, store):
         assert loss[("0.1", seed)] < loss[("0.01", seed)] < loss[("0.001", seed)]
 
 
-def test_parallel_sweep_goes_on_past_failures_and_counts_them(regfw_script, tmp_path):
+def test_parallel_sweep_goes_on_past_failures_and_counts_them(invoke, tmp_path):
     uri = f"sqlite:///{tmp_path / 'fresh' / 'store' / 'mlflow.db'}"  # nothing exists yet
-    result = regfw_script("sweep", "linear", "--set", "optimizer.lr=0.1,1e6", "--seeds", "0,1", "--epochs", "30",
-                          "--jobs", "2", "--tracking-uri", uri)
-    assert result.returncode == 2, result.stderr  # two failed points
+    result = invoke("sweep", "linear", "--set", "optimizer.lr=0.1,1e6", "--seeds", "0,1", "--epochs", "30",
+                    "--jobs", "2", "--tracking-uri", uri)  # the workers are real spawned processes
+    assert result.exit_code == 2, result.stderr  # two failed points
     assert _one_line_error(result) == "regfw: error: 2 of 4 sweep points failed"
     assert "in 2 processes" in result.stdout
     runs = _all_runs(uri)
@@ -184,17 +185,24 @@ def test_parallel_sweep_goes_on_past_failures_and_counts_them(regfw_script, tmp_
     assert parent.info.status == "FAILED"
     assert parent.data.tags["regfw.sweep_failed"] == "2"
     assert parent.data.tags["regfw.sweep_finished"] == "2"
+    # the diverged seeds show in the seed average instead of vanishing from it
+    result = invoke("runs", "linear", "--group-by", "optimizer.lr", "--json", "--tracking-uri", uri)
+    groups = {g["group"]["optimizer.lr"]: g for g in json.loads(result.stdout)}
+    assert groups["1000000.0"]["statuses"] == {"FAILED": 2}
+    assert groups["1000000.0"]["metrics"]["final_train_loss"]["mean"] == "inf"
+    assert groups["0.1"]["statuses"] == {"FINISHED": 2} and groups["0.1"]["metrics"]["final_train_loss"]["mean"] < 0.2
 
 
 def _children_with_metrics(path: Path) -> int:
-    """Child runs that have logged a metric, read with sqlite3 (read-only): opening an MlflowClient
+    """Child runs that have logged two train_loss points, read with sqlite3 (read-only): opening an MlflowClient
     here while the sweep is still creating the database would race its schema migration."""
     if not path.exists():
         return 0
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute("SELECT COUNT(DISTINCT t.run_uuid) FROM tags t JOIN metrics m ON m.run_uuid = t.run_uuid "
-                              "WHERE t.key = 'mlflow.parentRunId'").fetchone()[0]
+            return db.execute("SELECT COUNT(*) FROM (SELECT t.run_uuid FROM tags t JOIN metrics m ON m.run_uuid = t.run_uuid "
+                              "WHERE t.key = 'mlflow.parentRunId' AND m.key = 'train_loss' "
+                              "GROUP BY t.run_uuid HAVING COUNT(*) >= 2)").fetchone()[0]
     except sqlite3.Error:
         return 0
 

@@ -4,6 +4,7 @@ and overlaid curves. Everything goes through ``MlflowClient`` (``search_runs``,
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import sys
@@ -98,7 +99,7 @@ def search(client, uri: str, experiment: str | None = None, *, filter_string: st
         if "'" in sweep:
             raise RegfwError(f"--sweep expects a sweep id, got {sweep!r}")
         clauses.append(f"tags.`{SWEEP_ID_TAG}` = '{sweep}'")
-    query = " and ".join(f"({c})" if " or " in c.lower() else c for c in clauses)
+    query = " and ".join(clauses)  # MLflow's search syntax has AND only, no OR and no parentheses
     rows: list[RunRow] = []
     token = None
     while True:
@@ -297,11 +298,26 @@ class Group:
 
 
 def aggregate(values: list[float]) -> tuple[float, float | None, int]:
-    """Mean, sample standard deviation (n-1; None for a single value) and count."""
+    """Mean, sample standard deviation (n-1; None for a single value) and count. A diverged
+    run's inf or nan makes the mean inf or nan and the spread nan: shown, not hidden."""
     n = len(values)
+    if not all(math.isfinite(v) for v in values):
+        mean = sum(values) / n
+        return mean, (math.nan if n > 1 else None), n
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if n > 1 else None
     return mean, std, n
+
+
+def json_safe(value):
+    """JSON has no inf or nan: write them as the strings "inf", "-inf", "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def group_rows(rows: list[RunRow], by: list[str], metrics: list[str]) -> tuple[list[Group], list[str]]:
@@ -368,7 +384,7 @@ def fmt_mean_std(stat) -> str:
     if stat is None:
         return "-"
     mean, std, _ = stat
-    return fmt(mean) if std is None else f"{fmt(mean)} ± {std:.2g}"
+    return fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std) if not math.isfinite(std) else f'{std:.2g}'}"
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -468,3 +484,7 @@ def plot_overlay(client, rows: list[RunRow], path: str | Path) -> list[str]:
     finally:
         plt.close(fig)
     return [panel for panel, _ in panels]
+
+
+def json_safe_dumps(value) -> str:
+    return json.dumps(json_safe(value), indent=2, allow_nan=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 TRACKING_HELP = "Store to read (default: $MLFLOW_TRACKING_URI or ./mlruns)."
@@ -58,7 +56,7 @@ def runs(experiment, filter_string, sweep, sort, limit, group_by, metrics, as_js
         groups, over = cmp.group_rows(rows, by, wanted)
         groups = cmp.sort_groups(groups, sort, by)[:limit]
         if as_json:
-            click.echo(json.dumps([g.to_json(over) for g in groups], indent=2))
+            click.echo(cmp.json_safe_dumps([g.to_json(over) for g in groups]))
             return
         if not groups:
             click.echo("no runs")
@@ -80,7 +78,7 @@ def runs(experiment, filter_string, sweep, sort, limit, group_by, metrics, as_js
 
     rows = cmp.sort_rows(rows, sort)[:limit]
     if as_json:
-        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+        click.echo(cmp.json_safe_dumps([r.to_json() for r in rows]))
         return
     if not rows:
         click.echo("no runs")
@@ -130,8 +128,8 @@ def compare(run_ids, plot_path, all_params, as_json, tracking_uri):
     metrics = cmp.compare_metrics(rows)
     panels = cmp.plot_overlay(client, rows, plot_path) if plot_path else None
     if as_json:
-        click.echo(json.dumps({"runs": [r.to_json() for r in rows], "differing_params": cmp.differing_params(rows),
-                               "plot": str(plot_path) if plot_path else None, "panels": panels}, indent=2))
+        click.echo(cmp.json_safe_dumps({"runs": [r.to_json() for r in rows], "differing_params": cmp.differing_params(rows),
+                                        "plot": str(plot_path) if plot_path else None, "panels": panels}))
         return
     headers = [""] + [cmp.short_id(r.run_id) for r in rows]
     body = [["name"] + [r.name for r in rows],
