@@ -270,6 +270,25 @@ def test_resume_refuses_in_one_line(invoke, store, case, message):
     assert_one_line_error(result.stderr, message)
 
 
+def test_resume_refuses_a_run_whose_process_is_alive(invoke, store, tmp_path):
+    """Two processes writing one run would interleave its metrics: a live owner blocks a resume."""
+    assert invoke("run", "linear", "--epochs", 10, "--checkpoint-every", 5, "--tracking-uri", store).exit_code == 0
+    client, run = only_run(store, "linear")
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "regfw", "run"])
+    try:
+        client.set_tag(run.info.run_id, "regfw.pid", str(owner.pid))
+        client.update_run(run.info.run_id, status="RUNNING")
+        result = invoke("resume", run.info.run_id, "--tracking-uri", store)
+        assert result.exit_code == 1
+        assert_one_line_error(result.stderr, "is still running", str(owner.pid))
+    finally:
+        owner.kill()
+        owner.wait()
+    result = invoke("resume", run.info.run_id, "--tracking-uri", store)  # its process is gone: resumable
+    assert result.exit_code == 0, result.stderr
+    assert only_run(store, "linear")[1].info.status == "FINISHED"
+
+
 def test_checkpoints_need_a_tracked_run(invoke):
     result = invoke("run", "linear", "--no-track", "--checkpoint-every", 5)
     assert result.exit_code == 1
