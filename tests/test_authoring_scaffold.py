@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-NAME = "scaffold-probe"  # fixed, so a run that was killed half-way is cleaned up by the next one
-DIST = f"regfw-{NAME}"
+NAME = "scaffold-probe"
 
 
 def pip(*args):
@@ -19,7 +18,6 @@ def pip(*args):
 
 
 def test_new_plugin_installs_passes_its_own_test_and_is_listed(invoke, regfw_script, tmp_path):
-    pip("uninstall", "-y", DIST)
     created = invoke("new-plugin", NAME, "--dir", tmp_path)
     assert created.exit_code == 0, created.stderr
     folder = tmp_path / NAME
@@ -29,24 +27,24 @@ def test_new_plugin_installs_passes_its_own_test_and_is_listed(invoke, regfw_scr
     assert f'{NAME} = "regfw_scaffold_probe"' in (folder / "pyproject.toml").read_text()
     source = (folder / "regfw_scaffold_probe" / "__init__.py").read_text()
     assert "import torch\n" not in source.split("def ")[0]  # the module top stays torch-free
-    try:
-        # --no-build-isolation when setuptools is already here: no index needed, and fast
-        isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
-        installed = pip("install", "--no-deps", *isolation, "-e", str(folder))
-        assert installed.returncode == 0, installed.stderr
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("REGFW_", "MLFLOW_"))}
-        tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
-                               capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
-        assert tests.returncode == 0, tests.stdout[-3000:]
-        assert "3 passed" in tests.stdout
-        listing = regfw_script("list")
-        assert listing.returncode == 0, listing.stderr
-        rows = {tuple(line.split()[:2]) for line in listing.stdout.splitlines() if line.strip()}
-        for component in ("", "-line", "-affine", "-logcosh", "-heavyball"):
-            assert (NAME + component, NAME) in rows, listing.stdout
-    finally:
-        pip("uninstall", "-y", DIST)
-    assert NAME not in regfw_script("list").stdout
+    # A real pip install, but into a folder of its own (PYTHONPATH for the subprocesses below):
+    # installing into the shared venv would show a half-installed plugin to tests running in parallel.
+    site = tmp_path / "site"
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    installed = pip("install", "--no-deps", *isolation, "--target", str(site), str(folder))
+    assert installed.returncode == 0, installed.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REGFW_", "MLFLOW_"))}
+    env["PYTHONPATH"] = str(site)
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
+                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert tests.returncode == 0, tests.stdout[-3000:]
+    assert "3 passed" in tests.stdout
+    listing = regfw_script("list", env={"PYTHONPATH": str(site)})
+    assert listing.returncode == 0, listing.stderr
+    rows = {tuple(line.split()[:2]) for line in listing.stdout.splitlines() if line.strip()}
+    for component in ("", "-line", "-affine", "-logcosh", "-heavyball"):
+        assert (NAME + component, NAME) in rows, listing.stdout
+    assert NAME not in regfw_script("list").stdout  # nothing leaked into the shared environment
 
 
 @pytest.mark.parametrize("name, message", [
