@@ -22,13 +22,18 @@ from regfw.config import DEVICE_RE, METRICS, TOP_KEYS, load_config_file, parse_s
 from regfw.errors import RegfwError
 from regfw.plugins import load_plugins
 
-REGISTRY = load_plugins().registry
+LOADED = load_plugins()
+REGISTRY = LOADED.registry
 EXPERIMENT = "linear"
 BASE = resolve(REGISTRY, EXPERIMENT)
 VALID_KEYS = sorted(set(BASE.flat_params()) - {"experiment"}) + [
     "model.hidden", "model.init_std", "optimizer.beta1", "train.nothing", "dataset.n_sample", "optimiser.lr",
 ]
-NAMES = {kind: REGISTRY.names(kind) for kind in ("experiment", "model", "dataset", "loss", "optimizer")}
+KINDS = ("experiment", "model", "dataset", "loss", "optimizer")
+ALL_NAMES = {kind: REGISTRY.names(kind) for kind in KINDS}
+# Names drawn by the strategies: only regfw's own plugins, not whatever else happens to be installed.
+NAMES = {kind: [e.name for e in REGISTRY.all(kind) if getattr(LOADED.info.get(e.plugin), "distribution", None) == "regfw"]
+         for kind in KINDS}
 FLAGS = ["--epochs", "--lr", "--batch-size", "--seed", "--log-every", "--device", "--model", "--dataset", "--loss",
          "--optimizer", "--set", "--config", "--bogus", "-x"]
 def profile(examples: int) -> settings:
@@ -79,7 +84,7 @@ def assert_valid(config) -> None:
     assert set(train["metrics"]) <= set(METRICS) and train["grad"] in ("autograd", "formula")
     assert isinstance(config.seed, int) and config.seed >= 0 and DEVICE_RE.match(config.device)
     for part in ("dataset", "model", "loss", "optimizer"):
-        assert getattr(config, part).name in NAMES[part]
+        assert getattr(config, part).name in ALL_NAMES[part]
         for value in getattr(config, part).params.values():
             assert not (isinstance(value, float) and not math.isfinite(value))
     if config.optimizer.name in ("sgd", "adam", "adamw", "rmsprop"):
@@ -103,7 +108,7 @@ def cli_outcome(result) -> str:
     """`ok` or `error`; anything else (traceback, several lines, last-resort error) fails."""
     if result.exit_code == 0:
         shown = yaml.safe_load(result.stdout)
-        assert isinstance(shown, dict) and shown["experiment"] in NAMES["experiment"]
+        assert isinstance(shown, dict) and shown["experiment"] in ALL_NAMES["experiment"]
         return "ok"
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -278,7 +283,7 @@ def test_misspelled_names_suggest_the_right_one(invoke):
         name = data.draw(st.sampled_from([n for n in NAMES[kind] if len(n) >= 3]))
         typo = _mutate(name, data)
         seen["cases"] += 1
-        if typo in NAMES[kind]:
+        if typo in ALL_NAMES[kind]:
             seen["ok"] += 1
             return
         args = ["show", typo] if kinds[kind] is None else ["show", EXPERIMENT, kinds[kind], typo]
