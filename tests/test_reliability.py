@@ -180,6 +180,30 @@ def test_signal_mid_run_flushes_metrics_and_marks_killed(tmp_path, store, signum
     assert {"config.yaml", "model_state_dict.pt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
+def test_signals_are_held_while_a_write_is_in_flight():
+    """What flush, checkpoint and finish rely on: a signal inside ``held()`` waits, then is re-sent once."""
+    from regfw.interrupts import held
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with held() as signals:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert seen == []  # nothing ran inside the block
+        assert signals.signals == [signal.SIGTERM]
+        signals.deliver()
+        time.sleep(0.05)
+        assert seen == [signal.SIGTERM]
+        with held():  # nested in an outer hold (the final write): the inner re-send lands in the outer one
+            with held() as inner:
+                os.kill(os.getpid(), signal.SIGTERM)
+            inner.deliver()
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # -- checkpoint and resume -----------------------------------------------------------------------
 RESUMABLE = ["run", "linear", "--optimizer", "adam", "--set", "optimizer.lr=0.05", "--batch-size", 16,
              "--epochs", 400, "--log-every", 1, "--checkpoint-every", 40, "--seed", 3]

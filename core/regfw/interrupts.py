@@ -65,4 +65,5 @@ def held():
         yield record
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            # None: a handler installed outside Python, which cannot be put back; the default is closest.
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
