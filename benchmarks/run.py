@@ -84,8 +84,13 @@ class Row:
         return out
 
 
+THREADS = [0]  # the intra-op thread count every variant starts with (set in main)
+
+
 def alternate(rounds: int, variants: dict, progress: str = "") -> dict[str, list[float]]:
     """Run each variant once per round, rotating the order every round; each returns seconds."""
+    import torch
+
     names = list(variants)
     times = {name: [] for name in names}
     for r in range(rounds):
@@ -93,6 +98,7 @@ def alternate(rounds: int, variants: dict, progress: str = "") -> dict[str, list
         if r % 2 == 1 and len(names) == 2:
             order = names[::-1]
         for name in order:
+            torch.set_num_threads(THREADS[0])  # a variant may change it (Lightning does): reset every time
             times[name].append(variants[name]())
         if progress:
             shown = "  ".join(f"{n} {times[n][-1]:.3f}s" for n in names)
@@ -528,9 +534,9 @@ def row_lightning(args, store: Store, tmp: Path) -> list[Row]:
         sets = [("train.epochs", epochs)]
         print(f"row 6: {name}, {epochs} epochs", flush=True)
 
-        def lightning(lean: bool):
+        def lightning(lean: bool, epochs: int = epochs):
             def run():
-                p = parts(name, sets)
+                p = parts(name, [("train.epochs", epochs)])
                 d = p.data
                 bs = len(d.x_train) if p.config.train["batch_size"] == "full" else p.config.train["batch_size"]
                 train_loader = DataLoader(TensorDataset(d.x_train, d.y_train), batch_size=bs,
@@ -553,6 +559,7 @@ def row_lightning(args, store: Store, tmp: Path) -> list[Row]:
             return regfw_train(parts(name, sets), store)[0]
 
         _warm_up(name, store)
+        lightning(True, 2)(), lightning(False, 2)()  # Lightning's first fit in a process sets things up
         lean, full = lightning(True), lightning(False)
         times = alternate(args.pairs, {"regfw": regfw, "Lightning lean": lean, "Lightning defaults": full}, name)
         rows.append(Row(6, f"{name}, {epochs} epochs: Lightning Trainer / regfw (tracking on)", "regfw", times,
@@ -764,7 +771,8 @@ def main(argv=None) -> int:
     parser.add_argument("--mlp-epochs", type=int, default=100)
     parser.add_argument("--quadratic-param-epochs", type=int, default=500000)
     parser.add_argument("--steps", type=int, default=20000, help="row 4: full-batch steps per measurement")
-    parser.add_argument("--lightning-mlp-epochs", type=int, default=100)
+    parser.add_argument("--lightning-mlp-epochs", type=int, default=20,
+                        help="row 6: mlp-regression epochs (Lightning takes minutes for 100)")
     parser.add_argument("--mnist-train", type=int, default=60000, help="row 3: generated MNIST training images")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.json")
     parser.add_argument("--profile", metavar="EXPERIMENT", help="profile regfw training EXPERIMENT with pyinstrument "
@@ -778,10 +786,13 @@ def main(argv=None) -> int:
     args.pairs = max(args.pairs, 5)
     wanted = {int(r) for r in args.rows.split(",") if r.strip()}
 
+    if args.threads > 0:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch; Lightning also reads it
     import torch
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    THREADS[0] = torch.get_num_threads()
     for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
