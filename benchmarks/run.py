@@ -784,6 +784,7 @@ def main(argv=None) -> int:
         args.quadratic_param_epochs, args.steps, args.lightning_mlp_epochs = 20000, 5000, 2
         args.mnist_train = min(args.mnist_train, 6000)
     args.pairs = max(args.pairs, 5)
+    args.out = args.out.resolve()  # the benchmark works inside a temp folder
     wanted = {int(r) for r in args.rows.split(",") if r.strip()}
 
     if args.threads > 0:
@@ -810,6 +811,7 @@ def main(argv=None) -> int:
         for number, run in steps:
             if number in wanted:
                 rows.extend(run())
+        os.chdir(ROOT)
     command = "python benchmarks/run.py" + ("" if argv is None and len(sys.argv) == 1 else
                                             " " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     meta = {"command": command, "machine": machine(), "started": started, "load_before": load_before,
