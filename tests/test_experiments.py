@@ -15,7 +15,6 @@ from mlflow import MlflowClient
 
 from idx import FILES, write_idx
 from regfw.config import resolve
-from regfw.errors import RegfwError
 from regfw.plugins import load_plugins
 from regfw.runner import execute
 from regfw.tracking import MlflowTracker, NullTracker
