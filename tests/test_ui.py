@@ -24,7 +24,7 @@ def test_ui_serves_the_store_on_localhost(invoke, store):
     try:
         first_line = proc.stdout.readline()
         assert first_line.startswith(f"MLflow UI at http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10",
