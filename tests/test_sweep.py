@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -199,7 +200,7 @@ def _children_with_metrics(path: Path) -> int:
     if not path.exists():
         return 0
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
             return db.execute("SELECT COUNT(*) FROM (SELECT t.run_uuid FROM tags t JOIN metrics m ON m.run_uuid = t.run_uuid "
                               "WHERE t.key = 'mlflow.parentRunId' AND m.key = 'train_loss' "
                               "GROUP BY t.run_uuid HAVING COUNT(*) >= 2)").fetchone()[0]
