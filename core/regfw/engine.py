@@ -69,16 +69,22 @@ class Recorder:
             return
         import torch
 
-        pending, self.pending = self.pending, []
-        # This is the CPU-GPU sync point: one per drain, never one per step.
-        values = torch.stack([v.detach().float().reshape(()) for _, _, v in pending]).tolist()
-        rows = [(name, value, epoch) for (epoch, name, _), value in zip(pending, values)]
-        bad = next(((e, n, v) for n, v, e in rows if "loss" in n and not math.isfinite(v)), None)
-        if bad is not None:
-            rows = [r for r in rows if r[2] <= bad[0]]
-        for name, value, epoch in rows:
-            self.history.curves[name].append((epoch, value))
-        self.sink(rows)
+        from regfw.interrupts import held
+
+        # A Ctrl-C or SIGTERM waits until these rows are handed to the sink: taken out of
+        # `pending` but not yet in the tracker's buffer, they would otherwise be lost.
+        with held() as signals:
+            pending, self.pending = self.pending, []
+            # This is the CPU-GPU sync point: one per drain, never one per step.
+            values = torch.stack([v.detach().float().reshape(()) for _, _, v in pending]).tolist()
+            rows = [(name, value, epoch) for (epoch, name, _), value in zip(pending, values)]
+            bad = next(((e, n, v) for n, v, e in rows if "loss" in n and not math.isfinite(v)), None)
+            if bad is not None:
+                rows = [r for r in rows if r[2] <= bad[0]]
+            for name, value, epoch in rows:
+                self.history.curves[name].append((epoch, value))
+            self.sink(rows)
+        signals.deliver()
         if self.on_progress is not None and rows:
             last_epoch = rows[-1][2]
             self.on_progress(last_epoch, {n: v for n, v, e in rows if e == last_epoch})
