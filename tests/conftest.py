@@ -29,6 +29,18 @@ def _fresh_plugins(monkeypatch):
     reset_plugins()
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread per test worker: the suite runs -n 2 on small problems, where more
+    threads only spin against the other worker (measured up to 30x slower wall time)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def store(tmp_path):
     """A real MLflow tracking URI: SQLite in a temp folder."""

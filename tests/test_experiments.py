@@ -20,15 +20,6 @@ from regfw.runner import execute
 from regfw.tracking import MlflowTracker, NullTracker
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matmuls on a shared 2-core machine: intra-op threads only spin against other jobs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def run(experiment, *sets, swaps=None, tracker=None):
     plugins = load_plugins()
     config = resolve(plugins.registry, experiment, sets=[tuple(s.split("=", 1)) for s in sets], swaps=swaps,

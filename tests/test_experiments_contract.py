@@ -32,15 +32,6 @@ OPTIMIZERS = REGISTRY.names("optimizer")
 DATASETS = REGISTRY.names("dataset")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matmuls on a shared 2-core machine: intra-op threads only spin against other jobs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_root(tmp_path) -> str:
     """One folder holding tiny IDX files in both of torchvision's MNIST-format layouts."""
     root = tmp_path / "idx"
