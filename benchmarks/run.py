@@ -676,7 +676,11 @@ def profile(args) -> int:
     from pyinstrument import Profiler
 
     name = args.profile
-    p = parts(name, [("train.epochs", args.profile_epochs)])
+    sets = [("train.epochs", args.profile_epochs)]
+    if name == "mnist":  # generated IDX files, as in row 3
+        root = write_mnist_idx(Path(tempfile.mkdtemp(prefix="regfw-bench-")), args.mnist_train, 1000)
+        sets += [("dataset.root", str(root)), ("dataset.download", False)]
+    p = parts(name, sets)
     profiler = Profiler(interval=0.0002)
     profiler.start()
     seconds = regfw_train(p)[0]
