@@ -18,12 +18,10 @@ TOL = dict(rtol=1e-6, atol=1e-6)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops: one intra-op thread avoids OpenMP stalls when the test workers share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _switches_unset(monkeypatch):
+    """The caller's REGFW_FASTPATH / REGFW_CUDA_GRAPHS must not decide what these tests see."""
+    monkeypatch.delenv(fastpath.ENV_DISABLE, raising=False)
+    monkeypatch.delenv(fastpath.ENV_GRAPHS, raising=False)
 
 
 class Quadratic(nn.Module):
