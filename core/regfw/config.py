@@ -78,18 +78,20 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
 
+def split_assignment(item: str, example: str = "optimizer.lr=0.1") -> tuple[str, str]:
+    """``"optimizer.lr=0.1"`` → ``("optimizer.lr", "0.1")``, or a one-line error (run and sweep)."""
+    if "=" not in item:
+        raise RegfwError(f"--set expects key=value (e.g. {example}), got {_show(item)}")
+    key, value = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise RegfwError(f"--set expects key=value with a key, got {_show(item)}")
+    return key, value
+
+
 def parse_set(items: tuple[str, ...] | list[str]) -> list[tuple[str, object]]:
     """``["optimizer.lr=0.1"]`` → ``[("optimizer.lr", "0.1")]``; values are typed later."""
-    out = []
-    for item in items:
-        if "=" not in item:
-            raise RegfwError(f"--set expects key=value (e.g. optimizer.lr=0.1), got {_show(item)}")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise RegfwError(f"--set expects key=value with a key, got {_show(item)}")
-        out.append((key, _scalar(value)))
-    return out
+    return [(key, _scalar(value)) for key, value in map(split_assignment, items)]
 
 
 def _scalar(text: str) -> object:

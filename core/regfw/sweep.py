@@ -151,16 +151,6 @@ def _is_list_param(registry, key: str, names: dict) -> bool:
     return False
 
 
-def _split_set(item: str) -> tuple[str, str]:
-    if "=" not in item:
-        raise RegfwError(f"--set expects key=value (e.g. optimizer.lr=0.1,0.01), got '{item}'")
-    key, text = item.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise RegfwError(f"--set expects key=value with a key, got '{item}'")
-    return key, text
-
-
 def parse_seeds(text: str | None) -> list[str] | None:
     """``--seeds 0,1,2`` or a range ``0-4`` (inclusive)."""
     if text is None:
@@ -189,13 +179,13 @@ def build_grid(registry, experiment: str, *, sets=(), seeds: str | None = None, 
                swaps: dict | None = None, flags: dict | None = None) -> Grid:
     """Parse the axes and resolve (and so validate) every point's configuration."""
     from regfw.cli.run import default_run_name
-    from regfw.config import PARTS, parse_set, resolve
+    from regfw.config import PARTS, parse_set, resolve, split_assignment
 
     swaps = {k: v for k, v in (swaps or {}).items() if v is not None}
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     registry.get("experiment", experiment)  # an unknown experiment: did-you-mean now
 
-    parsed = [_split_set(item) for item in sets]
+    parsed = [split_assignment(item, "optimizer.lr=0.1,0.01") for item in sets]
     keys = [key for key, _ in parsed]
     for key in keys:
         if keys.count(key) > 1:
