@@ -9,7 +9,6 @@ asserted, so a change that makes Hypothesis give up early fails the test).
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from pathlib import Path
 

@@ -443,7 +443,7 @@ def test_plugin_factory_raising_fails_that_run_naming_the_plugin(fake_dist, invo
     assert_one_line_error(result.stderr, f"{kind} '{name}' from plugin 'acme-faulty' failed", message)
     _, run = only_run(store, "linear")
     assert run.info.status == "FAILED"
-    assert f"plugin 'acme-faulty'" in run.data.tags["regfw.failure"] and message in run.data.tags["regfw.failure"]
+    assert "plugin 'acme-faulty'" in run.data.tags["regfw.failure"] and message in run.data.tags["regfw.failure"]
     # the next run, without the faulty part, is unaffected
     assert invoke("run", "linear", "--epochs", 3, "--tracking-uri", store).exit_code == 0
 

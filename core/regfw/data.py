@@ -8,6 +8,10 @@ Python call and a collate per sample.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported lazily: importing regfw.data stays cheap
+    import torch
 
 TASKS = ("regression", "binary", "multiclass")
 
@@ -16,10 +20,10 @@ TASKS = ("regression", "binary", "multiclass")
 class Data:
     """Train (and optionally test) tensors with the kind of target they hold."""
 
-    x_train: "torch.Tensor"  # noqa: F821 - torch is imported lazily
-    y_train: "torch.Tensor"  # noqa: F821
-    x_test: "torch.Tensor | None" = None  # noqa: F821
-    y_test: "torch.Tensor | None" = None  # noqa: F821
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
     task: str = "regression"
 
     def __post_init__(self):
