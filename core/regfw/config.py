@@ -21,7 +21,7 @@ PARTS = ("dataset", "model", "loss", "optimizer")
 TOP_KEYS = ("experiment", "seed", "device") + PARTS + ("train",)
 DEFAULT_SEED = 0
 METRICS = ("accuracy",)
-DIM_PARAMS = ("in_features", "out_features")
+
 
 TRAIN_SCHEMA: dict[str, Param] = {
     "epochs": Param(1, type=int, min=1, help="passes over the training data"),
@@ -135,6 +135,24 @@ def load_config_file(path: str | Path) -> dict:
     return data
 
 
+def dataset_dims(entry, params: dict) -> dict:
+    """What a dataset says of its shapes (``{"in_features": 3, ...}``), from its ``dims`` hook."""
+    if entry.dims is None:
+        return {}
+    return dict(entry.dims(params) or {})
+
+
+def fill_sizes(model_params: dict, dims: dict) -> dict:
+    """Fill the model's unset size parameters from the dataset's ``dims``, in place.
+
+    The one place sizes flow from data to model: any key the dataset reports (``in_features``,
+    ``out_features``, ``seq_len`` ...) that the model declares and leaves unset (None) is filled."""
+    for key, value in dims.items():
+        if key in model_params and model_params[key] is None:
+            model_params[key] = value
+    return model_params
+
+
 def _check_device(value: object) -> str:
     if not isinstance(value, str) or not DEVICE_RE.match(value.strip()):
         raise RegfwError(f"device must be auto, cpu, cuda, cuda:N or mps, got {_show(value)}")
@@ -223,11 +241,7 @@ def resolve(
 
     # A model swapped in without sizes gets them from the dataset (cheap metadata, nothing built).
     dataset_entry = registry.get("dataset", names["dataset"])
-    if dataset_entry.dims is not None:
-        dims = dataset_entry.dims(parts["dataset"].params) or {}
-        for key in DIM_PARAMS:
-            if key in parts["model"].params and parts["model"].params[key] is None and key in dims:
-                parts["model"].params[key] = dims[key]
+    fill_sizes(parts["model"].params, dataset_dims(dataset_entry, parts["dataset"].params))
 
     train_values = validate("train", TRAIN_SCHEMA, train, "training settings")
     train_full = {k: p.default for k, p in TRAIN_SCHEMA.items()} | train_values

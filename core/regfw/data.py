@@ -7,7 +7,7 @@ Python call and a collate per sample.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported lazily: importing regfw.data stays cheap
@@ -25,6 +25,10 @@ class Data:
     x_test: torch.Tensor | None = None
     y_test: torch.Tensor | None = None
     task: str = "regression"
+    # What a file-backed dataset tells the run about itself; the runner records all three.
+    tags: dict = field(default_factory=dict)  # run tags, e.g. {"regfw.data.file": "houses.csv"}
+    artifacts: dict = field(default_factory=dict)  # file name -> str or bytes, logged with the run
+    source: dict | None = None  # MLflow dataset input: {"name", "digest", "source", "profile"?, "schema"?}
 
     def __post_init__(self):
         if self.task not in TASKS:
