@@ -7,6 +7,7 @@ Plugins write ``from regfw import hookimpl``. This module stays import-light on 
 from regfw.hookspecs import hookimpl
 from regfw.params import Param
 from regfw.errors import RegfwError
+from regfw.data import Data  # torch stays unimported: Data names torch only for type checkers
 
 __version__ = "0.1.0"
-__all__ = ["hookimpl", "Param", "RegfwError", "__version__"]
+__all__ = ["hookimpl", "Param", "RegfwError", "Data", "__version__"]
