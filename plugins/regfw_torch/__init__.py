@@ -64,7 +64,8 @@ def register_optimizers(register):
 
 @hookimpl
 def register_models(register):
-    register("mlp", _mlp, description="Multi-layer perceptron: Linear+ReLU layers, sizes from the dataset",
+    register("mlp", _mlp, description="Multi-layer perceptron: Linear+ReLU layers, sizes from the dataset; "
+             "inputs of more than two dims are flattened per sample",
              params={
                  "in_features": Param(None, type=int, min=1, help="input size (default: from the dataset)"),
                  "hidden": Param([256], type=list, item=int, min=1, help="hidden layer sizes"),
@@ -80,13 +81,15 @@ def _mlp(in_features, hidden, out_features, init_std):
         raise RegfwError("model 'mlp' needs in_features and out_features (set model.in_features=...)")
     import torch.nn as nn
 
+    from regfw_torch.mlp import FlatMLP
+
     sizes = [in_features, *hidden, out_features]
     layers = []
     for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
-    model = nn.Sequential(*layers)
+    model = FlatMLP(*layers)
     if init_std is not None:
         for layer in model:
             if isinstance(layer, nn.Linear):
