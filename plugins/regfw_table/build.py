@@ -53,12 +53,12 @@ def _scale(plan: Plan, x, y, x_test, y_test):
     return x, y, x_test, y_test, scaler
 
 
-def _schema(plan: Plan) -> str:
+def _schema(plan: Plan) -> dict:
     frame = plan.frames[0]
     kinds = {"b": "boolean", "i": "long", "u": "long", "f": "double"}
     spec = [{"name": c, "type": kinds.get(frame[c].dtype.kind, "string"), "required": True}
             for c in plan.features + [plan.target]]
-    return json.dumps({"mlflow_colspec": spec})
+    return {"mlflow_colspec": spec}  # MLflow's column-spec schema: its UI shows it with the dataset
 
 
 def build(plan: Plan, params: dict, generator) -> Data:
@@ -88,5 +88,5 @@ def build(plan: Plan, params: dict, generator) -> Data:
     rows = len(plan.frames[0])
     source = {"name": train.name, "digest": train.sha256[:DIGEST], "source": str(train.path),
               "schema": _schema(plan),
-              "profile": json.dumps({"num_rows": rows, "num_elements": rows * (len(plan.features) + 1)})}
+              "profile": {"num_rows": rows, "num_elements": rows * (len(plan.features) + 1)}}
     return Data(x, y, x_test, y_test, task=plan.task, tags=tags, artifacts=artifacts, source=source)
