@@ -12,8 +12,7 @@ the period one of ``n_classes`` evenly spaced values; the label is the period's 
 ``(batch, length, channels)``, the task ``multiclass``; cross-entropy, Adam lr 0.003, shuffled
 batches of 64, 20 epochs, accuracy. The convolutions see the burst wherever it is; a plain MLP
 (``--model mlp``) must learn it at every position from the same 2000 samples, and overfits.
-The bugs the model fixes are
-listed in :class:`regfw_sequence.model.CnnLstmAttention`.
+The bugs the model fixes are listed in :class:`regfw_sequence.model.CnnLstmAttention`.
 
 Sizes come from the dataset (``in_channels``, ``out_features``, ``seq_len``; ``in_features`` is
 ``length * channels`` for ``--model mlp``, which flattens the sequence). A sequence shorter than
@@ -74,7 +73,7 @@ def register_datasets(register):
                      "min_period": Param(4.0, gt=0.0, help="steps per cycle of class 0"),
                      "max_period": Param(10.0, gt=0.0, help="steps per cycle of the last class"),
                      "burst": Param(16, type=int, min=1, help="steps carrying the sine, at a random position "
-                                    "(null: all of them)"),
+                                    "(null, or more than length: all of them)"),
                      "noise": Param(0.5, min=0.0, help="std of the Gaussian noise on every step")},
              dims=dims)
 

@@ -17,9 +17,7 @@ def periods(n_classes: int, min_period: float, max_period: float) -> torch.Tenso
 def sine_bursts(generator, length, channels, n_classes, n_train, n_test, min_period, max_period, burst, noise):
     if max_period <= min_period:
         raise RegfwError(f"dataset.max_period ({max_period}) must be larger than dataset.min_period ({min_period})")
-    burst = length if burst is None else burst
-    if burst > length:
-        raise RegfwError(f"dataset.burst ({burst}) cannot be longer than dataset.length ({length})")
+    burst = length if burst is None else min(burst, length)  # a short sequence is all burst
     n = n_train + n_test
     labels = torch.randint(n_classes, (n,), generator=generator)
     period = periods(n_classes, min_period, max_period)[labels].view(n, 1, 1)
