@@ -30,9 +30,10 @@ def test_plugins_json_describes_every_plugin(fake_dist, invoke):
     plugins = json.loads(result.stdout)
     by_name = {p["name"]: p for p in plugins}
     assert [p["name"] for p in plugins] == sorted(by_name)
-    assert all(set(p) == {"name", "module", "distribution", "version", "hooks", "status", "error"} for p in plugins)
+    assert all(set(p) == {"name", "module", "distribution", "version", "hooks", "status", "error", "notes"}
+               for p in plugins)
     assert by_name["acme"] == {"name": "acme", "module": "acme_good", "distribution": "acme", "version": "2.0",
-                               "hooks": ["register_losses"], "status": "ok", "error": None}
+                               "hooks": ["register_losses"], "status": "ok", "error": None, "notes": []}
     assert by_name["acme-broken"]["status"] == "error"
     assert "No module named 'not_a_module_anywhere'" in by_name["acme-broken"]["error"]
     assert by_name["mnist"]["status"] == "disabled" and by_name["mnist"]["hooks"] == []

@@ -8,6 +8,8 @@ from regfw.hookspecs import hookimpl
 from regfw.params import Param
 from regfw.errors import RegfwError
 from regfw.data import Data  # torch stays unimported: Data names torch only for type checkers
+from regfw.protocols import HasFeatureBasis, HasFormulaGrad, ReportsLearnedParameters, RunView
 
 __version__ = "0.1.0"
-__all__ = ["hookimpl", "Param", "RegfwError", "Data", "__version__"]
+__all__ = ["hookimpl", "Param", "RegfwError", "Data", "RunView", "ReportsLearnedParameters", "HasFeatureBasis",
+           "HasFormulaGrad", "__version__"]

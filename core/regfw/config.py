@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from regfw.errors import RegfwError, did_you_mean
-from regfw.params import Param, _show, validate
+from regfw.errors import show as _show
+from regfw.params import Param, validate
 from regfw.registry import Registry
 
 PARTS = ("dataset", "model", "loss", "optimizer")
@@ -178,9 +179,9 @@ def resolve(
     def swap(part: str, name: object) -> None:
         if not isinstance(name, str):
             raise RegfwError(f"{part} must be a component name, got {_show(name)}")
-        registry.get(part, name)  # unknown name → did-you-mean error now
-        if name != names[part]:
-            names[part], overrides[part] = name, {}
+        key = registry.get(part, name).name  # unknown name → did-you-mean error now; torch:adam → adam
+        if key != names[part]:
+            names[part], overrides[part] = key, {}
 
     def assign(key: str, value: object, source: str) -> None:
         section, _, sub = key.partition(".")

@@ -9,24 +9,24 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def register_models(register):
-    """Register models: ``register(name, factory, description=..., params={...})``."""
+    """Register models: ``register(name, factory, *, description="", params=None, extras=None)``."""
 
 
 @hookspec
 def register_datasets(register):
-    """Register datasets: ``register(name, factory, description=..., params={...}, dims=...)``."""
+    """Register datasets: ``register(name, factory, *, description="", params=None, dims=None, extras=None)``."""
 
 
 @hookspec
 def register_losses(register):
-    """Register losses: ``register(name, factory, description=..., params={...})``."""
+    """Register losses: ``register(name, factory, *, description="", params=None, extras=None)``."""
 
 
 @hookspec
 def register_optimizers(register):
-    """Register optimizers: ``register(name, factory, description=..., params={...})``."""
+    """Register optimizers: ``register(name, factory, *, description="", params=None, extras=None)``."""
 
 
 @hookspec
 def register_experiments(register):
-    """Register experiments: ``register(name, description=..., dataset=..., model=..., loss=..., optimizer=..., train={...})``."""
+    """Register experiments: ``register(name, *, description="", dataset, model, loss, optimizer, train=None, seed=None, artifacts=None, extras=None)``."""

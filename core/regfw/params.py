@@ -12,15 +12,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from regfw.errors import RegfwError, did_you_mean
+from regfw.errors import RegfwError, did_you_mean, show
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}
-
-
-def _show(value: Any) -> str:
-    """repr() cut short: an error line must stay one readable line whatever was typed."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -68,7 +62,7 @@ class Param:
         bad = RegfwError(
             f"{key} expects {_TYPE_NAMES.get(want, want.__name__)}"
             + (f" or {', '.join(map(repr, self.literals))}" if self.literals else "")
-            + f", got {_show(value)}"
+            + f", got {show(value)}"
         )
         if want is bool:
             if isinstance(value, bool):
@@ -100,7 +94,7 @@ class Param:
             else:
                 raise bad
             if self.finite and not math.isfinite(number):
-                raise RegfwError(f"{key} must be a finite number, got {_show(value)}")
+                raise RegfwError(f"{key} must be a finite number, got {show(value)}")
             return number
         if want is str:
             if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -117,15 +111,15 @@ class Param:
 
     def _check_range(self, value: Any, key: str) -> None:
         if self.choices and value not in self.choices:
-            raise RegfwError(f"{key} must be one of {', '.join(map(str, self.choices))}, got {_show(value)}")
+            raise RegfwError(f"{key} must be one of {', '.join(map(str, self.choices))}, got {show(value)}")
         numbers = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
         if isinstance(value, list):
             numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
         for number in numbers:
             if self.min is not None and number < self.min:
-                raise RegfwError(f"{key} must be at least {self.min}, got {_show(value)}")
+                raise RegfwError(f"{key} must be at least {self.min}, got {show(value)}")
             if self.gt is not None and number <= self.gt:
-                raise RegfwError(f"{key} must be greater than {self.gt}, got {_show(value)}")
+                raise RegfwError(f"{key} must be greater than {self.gt}, got {show(value)}")
 
 
 def as_params(spec: dict | None) -> dict[str, Param]:
@@ -141,14 +135,14 @@ def as_params(spec: dict | None) -> dict[str, Param]:
 def validate(section: str, declared: dict[str, Param], given: dict, owner: str) -> dict:
     """Coerce ``given`` against ``declared``; an unknown key names the valid ones."""
     if not isinstance(given, dict):
-        raise RegfwError(f"{section} parameters must be a mapping of key: value, got {_show(given)}")
+        raise RegfwError(f"{section} parameters must be a mapping of key: value, got {show(given)}")
     out = {}
     for key, value in given.items():
         if key not in declared:
             valid = ", ".join(sorted(declared)) or "(none)"
             hint = did_you_mean(str(key), declared) if declared else ""
             hint = hint if hint.startswith(" (did") else ""
-            raise RegfwError(f"unknown key {_show(f'{section}.{key}')} for {owner}{hint}; valid keys: {valid}")
+            raise RegfwError(f"unknown key {show(f'{section}.{key}')} for {owner}{hint}; valid keys: {valid}")
         out[key] = declared[key].coerce(value, f"{section}.{key}")
     return out
 

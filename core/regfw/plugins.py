@@ -2,14 +2,17 @@
 
 Every entry point is loaded on its own (pluggy's ``load_setuptools_entrypoints`` stops at the
 first import error): a plugin that fails to import, fails validation or raises while
-registering is recorded with its error and everything else keeps working. A blocked plugin
-(``REGFW_DISABLE_PLUGINS``) is never imported, so none of its code runs.
+registering is recorded with its error and everything else keeps working (``REGFW_DEBUG=1``
+prints the error's traceback as it is recorded). A blocked plugin (``REGFW_DISABLE_PLUGINS``) is
+never imported, so none of its code runs. A name two plugins both register is a note on both, not a
+failure: only that name needs a ``plugin:name`` (see :mod:`regfw.registry`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import metadata
@@ -17,8 +20,8 @@ from importlib import metadata
 import pluggy
 
 from regfw import hookspecs
-from regfw.errors import RegfwError
-from regfw.registry import KINDS, PLURAL, Registry, make_entry
+from regfw.errors import RegfwError, one_line
+from regfw.registry import KINDS, PLURAL, Registry, registrar
 
 GROUP = "regfw"
 HOOKS = {kind: f"register_{PLURAL[kind]}" for kind in KINDS}
@@ -33,8 +36,9 @@ class PluginInfo:
     distribution: str | None = None
     version: str | None = None
     hooks: list[str] = field(default_factory=list)
-    status: str = "ok"  # ok | error | disabled | conflict
+    status: str = "ok"  # ok | error | disabled | conflict (its plugin name is declared twice)
     error: str | None = None
+    notes: list[str] = field(default_factory=list)  # names it shares with other plugins
 
 
 @dataclass
@@ -44,14 +48,10 @@ class Plugins:
     pm: pluggy.PluginManager
     registry: Registry
     info: dict[str, PluginInfo]
+    exceptions: dict[str, BaseException] = field(default_factory=dict)  # plugin -> what made it fail
 
     def errors(self) -> list[PluginInfo]:
         return [i for i in self.info.values() if i.status in ("error", "conflict")]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _env_list(name: str) -> set[str]:
@@ -67,7 +67,7 @@ def _trace(pm: pluggy.PluginManager) -> None:
     def after(outcome, hook_name, hook_impls, kwargs):
         names = ", ".join(impl.plugin_name for impl in hook_impls) or "(none)"
         if outcome.exception is not None:
-            result = f"raised {_one_line(outcome.exception)}"
+            result = f"raised {one_line(outcome.exception)}"
         else:
             registered = getattr(kwargs.get("register"), "names", None)
             result = "registered " + (", ".join(registered) or "nothing") if registered is not None else "returned"
@@ -84,7 +84,16 @@ def new_manager() -> pluggy.PluginManager:
     return pm
 
 
-def _register_module(pm: pluggy.PluginManager, plugin: object, info: PluginInfo) -> None:
+def _fail(record: PluginInfo, exc: BaseException, exceptions: dict, context: str = "") -> None:
+    """Record why ``record``'s plugin failed; under REGFW_DEBUG=1 also print the traceback now."""
+    record.status, record.error = "error", context + one_line(exc)
+    exceptions[record.name] = exc
+    if os.environ.get("REGFW_DEBUG") == "1":
+        print(f"regfw: plugin '{record.name}' failed to load: traceback follows (REGFW_DEBUG=1)", file=sys.stderr)
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+
+
+def _register_module(pm: pluggy.PluginManager, plugin: object, info: PluginInfo, exceptions: dict) -> None:
     try:
         pm.register(plugin, name=info.name)
         # A misspelled hook (register_model) is not a spec: check_pending catches it here.
@@ -92,9 +101,15 @@ def _register_module(pm: pluggy.PluginManager, plugin: object, info: PluginInfo)
     except Exception as exc:  # noqa: BLE001 - any failure is this plugin's, reported, not fatal
         if pm.is_registered(plugin):
             pm.unregister(plugin)
-        info.status, info.error = "error", _one_line(exc)
+        _fail(info, exc, exceptions)
         return
     info.hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+
+
+class _HookFailed(Exception):
+    def __init__(self, hook: str, exc: BaseException):
+        super().__init__(hook)
+        self.hook, self.exc = hook, exc
 
 
 def _collect(pm: pluggy.PluginManager, info: PluginInfo) -> list:
@@ -104,13 +119,20 @@ def _collect(pm: pluggy.PluginManager, info: PluginInfo) -> list:
     for kind, hook in HOOKS.items():
         if hook not in info.hooks:
             continue
+        names: list[str] = []
 
-        def register(name, factory=None, *, _kind=kind, **meta):
-            staged.append(make_entry(_kind, info.name, name, factory, **meta))
-            register.names.append(str(name))
+        def sink(entry, names=names):
+            if any(e.kind == entry.kind and e.name == entry.name for e in staged):
+                raise TypeError(f"{entry.kind} '{entry.name}' is registered twice")
+            staged.append(entry)
+            names.append(entry.name)
 
-        register.names = []  # what this call registered, for REGFW_TRACE_PLUGINS
-        pm.subset_hook_caller(hook, remove_plugins=others)(register=register)
+        register = registrar(kind, info.name, sink)
+        register.names = names  # what this call registered, for REGFW_TRACE_PLUGINS
+        try:
+            pm.subset_hook_caller(hook, remove_plugins=others)(register=register)
+        except Exception as exc:  # noqa: BLE001 - reported as this plugin's, with the hook's name
+            raise _HookFailed(hook, exc) from exc
     return staged
 
 
@@ -123,6 +145,7 @@ def load_plugins(plugins: dict[str, object] | None = None, *, entry_points: bool
     pm = new_manager()
     registry = Registry()
     info: dict[str, PluginInfo] = {}
+    exceptions: dict[str, BaseException] = {}
     disabled = _env_list("REGFW_DISABLE_PLUGINS")
 
     candidates = []
@@ -147,30 +170,32 @@ def load_plugins(plugins: dict[str, object] | None = None, *, entry_points: bool
         try:
             plugin = load()
         except Exception as exc:  # noqa: BLE001 - isolate import failures per plugin
-            record.status, record.error = "error", _one_line(exc)
+            _fail(record, exc, exceptions)
             continue
-        _register_module(pm, plugin, record)
+        _register_module(pm, plugin, record, exceptions)
 
     for record in info.values():
         if record.status != "ok":
             continue
         try:
             entries = _collect(pm, record)
-        except Exception as exc:  # noqa: BLE001 - a raising register hook breaks only its plugin
-            record.status, record.error = "error", f"while registering: {_one_line(exc)}"
+        except _HookFailed as failed:  # a raising register hook breaks only its plugin
+            _fail(record, failed.exc, exceptions, f"while registering ({failed.hook}): ")
             continue
         for entry in entries:
-            message = registry.add(entry)
-            if message:
-                for plugin_name in registry.conflicts[(entry.kind, entry.name)]:
-                    info[plugin_name].status, info[plugin_name].error = "conflict", message
+            registry.add(entry)
+    for (kind, name), owners in registry.clashes.items():
+        for owner in owners:
+            others = " and ".join(f"'{p}'" for p in owners if p != owner)
+            info[owner].notes.append(f"{kind} '{name}' is also registered by {others}: use {owner}:{name}")
+    registry.settle({name: record.distribution for name, record in info.items()})
 
     if os.environ.get("REGFW_STRICT_PLUGINS") == "1":
         broken = [i for i in info.values() if i.status in ("error", "conflict")]
         if broken:
             first = broken[0]
             raise RegfwError(f"plugin '{first.name}' failed to load (REGFW_STRICT_PLUGINS=1): {first.error}")
-    return Plugins(pm, registry, info)
+    return Plugins(pm, registry, info, exceptions)
 
 
 _loaded: Plugins | None = None

@@ -1,21 +1,25 @@
 """Name → component registries: metadata plus a lazy factory, never a built object.
 
 Listing reads only the metadata here, so ``regfw list`` costs nothing however heavy the
-components are. A name registered by two plugins is a conflict: neither wins silently; using the
-name is an error that names both plugins (timm overwrites with a warning; we do not).
+components are. A name registered by two plugins is a clash that affects that name only: neither
+wins silently, each is kept under its qualified name (``torch:mse``, ``cubic:mse``), the plain
+name is an error that says how to choose, and every other name of both plugins keeps working
+(timm overwrites with a warning; we do not). ``plugin:name`` is accepted for any name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from regfw.errors import RegfwError, did_you_mean
+from regfw.errors import RegfwError, did_you_mean, show
 from regfw.params import Param, as_params
 
 KINDS = ("model", "dataset", "loss", "optimizer", "experiment")
 PLURAL = {"model": "models", "dataset": "datasets", "loss": "losses", "optimizer": "optimizers", "experiment": "experiments"}
 TRAIN_KEYS = ("epochs", "batch_size", "shuffle", "log_every", "metrics", "grad")
+PARTS = ("dataset", "model", "loss", "optimizer")
+SEP = ":"  # plugin:name
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,10 @@ class Ref:
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered component. ``factory`` is only called when a run builds it."""
+    """One registered component. ``factory`` is only called when a run builds it.
+
+    ``name`` is the key the registry knows it by: the plain name, or ``plugin:name`` when another
+    plugin registers the same name (see :meth:`Registry.add`)."""
 
     kind: str
     name: str
@@ -53,82 +60,151 @@ class Entry:
     parts: dict[str, Ref] = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     seed: int | None = None
+    # Experiments: write(folder, run) with run a regfw.protocols.RunView, after training.
+    artifacts: Callable | None = None
     extras: dict = field(default_factory=dict)
 
 
-def make_entry(kind: str, plugin: str, name: Any, factory: Callable | None = None, **meta) -> Entry:
-    """Validate what a plugin passed to ``register`` and turn it into an :class:`Entry`."""
-    if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
-        raise TypeError(f"{kind} name must be a non-empty string without spaces, got {name!r}")
-    description = meta.pop("description", "") or ""
-    if kind == "experiment":
-        if factory is not None:
-            raise TypeError("experiments are compositions: pass dataset=, model=, loss=, optimizer=, not a factory")
-        parts = {}
-        for part in ("dataset", "model", "loss", "optimizer"):
-            if part not in meta:
-                raise TypeError(f"experiment '{name}' needs {part}=")
-            parts[part] = Ref.of(meta.pop(part), part)
-        train = dict(meta.pop("train", {}) or {})
-        unknown = set(train) - set(TRAIN_KEYS)
-        if unknown:
-            raise TypeError(f"experiment '{name}': unknown train keys {sorted(unknown)}; valid: {list(TRAIN_KEYS)}")
-        seed = meta.pop("seed", None)
-        extras = meta.pop("extras", {}) or {}
-        if meta:
-            raise TypeError(f"experiment '{name}': unexpected arguments {sorted(meta)}")
-        return Entry(kind, name, plugin, description, parts=parts, train=train, seed=seed, extras=extras)
+def _check_name(kind: str, name: Any) -> None:
+    if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name) or SEP in name:
+        raise TypeError(f"{kind} name must be a non-empty string without spaces or '{SEP}', got {show(name)}")
+
+
+def _common(kind: str, name: Any, description: Any, extras: Any) -> tuple[str, dict]:
+    _check_name(kind, name)
+    if description is not None and not isinstance(description, str):
+        raise TypeError(f"{kind} '{name}': description must be a string, got {show(description)}")
+    if extras is not None and not isinstance(extras, dict):
+        raise TypeError(f"{kind} '{name}': extras must be a dict, got {show(extras)}")
+    return description or "", dict(extras or {})
+
+
+def _component(kind: str, plugin: str, name, factory, description, params, extras, dims=None) -> Entry:
+    description, extras = _common(kind, name, description, extras)
     if not callable(factory):
-        raise TypeError(f"{kind} '{name}' needs a callable factory, got {factory!r}")
-    params = as_params(meta.pop("params", None))
-    dims = meta.pop("dims", None) if kind == "dataset" else None
-    extras = meta.pop("extras", {}) or {}
-    if meta:
-        raise TypeError(f"{kind} '{name}': unexpected arguments {sorted(meta)}")
-    return Entry(kind, name, plugin, description, factory, params, dims=dims, extras=extras)
+        raise TypeError(f"{kind} '{name}' needs a callable factory, got {show(factory)}")
+    if dims is not None and not callable(dims):
+        raise TypeError(f"dataset '{name}': dims must be a callable params -> sizes, got {show(dims)}")
+    return Entry(kind, name, plugin, description, factory, as_params(params), dims=dims, extras=extras)
+
+
+def registrar(kind: str, plugin: str, sink: Callable[[Entry], None]) -> Callable:
+    """The ``register`` callback a ``register_<kind>s`` hook of ``plugin`` receives.
+
+    Real keyword-only parameters, one signature per kind, so a misspelled keyword is Python's own
+    TypeError (``register() got an unexpected keyword argument 'dimz'``) at the plugin's line."""
+    if kind == "dataset":
+        def register(name, factory, *, description="", params=None, dims=None, extras=None):
+            sink(_component(kind, plugin, name, factory, description, params, extras, dims))
+    elif kind == "experiment":
+        def register(name, *, description="", dataset, model, loss, optimizer, train=None, seed=None,
+                     artifacts=None, extras=None):
+            sink(experiment_entry(plugin, name, description=description, parts=dict(
+                dataset=dataset, model=model, loss=loss, optimizer=optimizer), train=train, seed=seed,
+                artifacts=artifacts, extras=extras))
+    else:
+        def register(name, factory, *, description="", params=None, extras=None):
+            sink(_component(kind, plugin, name, factory, description, params, extras))
+    # Python names the function in a wrong-argument TypeError: "register()", as the plugin wrote it.
+    register.__qualname__ = "register"
+    if hasattr(register.__code__, "co_qualname"):  # 3.11+ takes the name from the code object
+        register.__code__ = register.__code__.replace(co_qualname="register")
+    return register
+
+
+def experiment_entry(plugin: str, name, *, description="", parts: dict, train=None, seed=None, artifacts=None,
+                     extras=None) -> Entry:
+    description, extras = _common("experiment", name, description, extras)
+    refs = {part: Ref.of(parts[part], f"experiment '{name}': {part}") for part in PARTS}
+    if train is not None and not isinstance(train, dict):
+        raise TypeError(f"experiment '{name}': train must be a dict, got {show(train)}")
+    train = dict(train or {})
+    unknown = set(train) - set(TRAIN_KEYS)
+    if unknown:
+        raise TypeError(f"experiment '{name}': unknown train keys {sorted(unknown)}; valid: {list(TRAIN_KEYS)}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise TypeError(f"experiment '{name}': seed must be a non-negative integer, got {show(seed)}")
+    if artifacts is not None and not callable(artifacts):
+        raise TypeError(f"experiment '{name}': artifacts must be a callable write(folder, run), got {show(artifacts)}")
+    return Entry("experiment", name, plugin, description, parts=refs, train=train, seed=seed, artifacts=artifacts,
+                 extras=extras)
 
 
 class Registry:
-    """All registered components, by kind and name, plus the names two plugins both claimed."""
+    """All registered components, by kind and name, plus the names several plugins both claimed."""
 
     def __init__(self):
         self.entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
-        self.conflicts: dict[tuple[str, str], list[str]] = {}
+        self.clashes: dict[tuple[str, str], list[str]] = {}  # (kind, plain name) -> the plugins, in load order
 
     def add(self, entry: Entry) -> str | None:
-        """Add ``entry``; on a duplicate name return a message naming both plugins."""
+        """Add ``entry``; on a name another plugin also registers, keep both under qualified names
+        (``plugin:name``) and return a note naming the plugins."""
         table = self.entries[entry.kind]
         key = (entry.kind, entry.name)
-        if key in self.conflicts:
-            self.conflicts[key].append(entry.plugin)
-            return self._conflict_message(key)
-        if entry.name in table:
+        if key not in self.clashes and entry.name not in table:
+            table[entry.name] = entry
+            return None
+        if key not in self.clashes:
             first = table.pop(entry.name)
-            self.conflicts[key] = [first.plugin, entry.plugin]
-            return self._conflict_message(key)
-        table[entry.name] = entry
-        return None
+            self.clashes[key] = [first.plugin]
+            table[f"{first.plugin}{SEP}{first.name}"] = replace(first, name=f"{first.plugin}{SEP}{first.name}")
+        self.clashes[key].append(entry.plugin)
+        table[f"{entry.plugin}{SEP}{entry.name}"] = replace(entry, name=f"{entry.plugin}{SEP}{entry.name}")
+        return self.clash_message(entry.kind, entry.name)
 
-    def _conflict_message(self, key: tuple[str, str]) -> str:
-        kind, name = key
-        plugins = " and ".join(f"'{p}'" for p in self.conflicts[key])
-        return (
-            f"{kind} '{name}' is registered by both plugins {plugins}; "
-            f"block one with REGFW_DISABLE_PLUGINS=<plugin>"
-        )
+    def clash_message(self, kind: str, name: str) -> str:
+        plugins = sorted(self.clashes[(kind, name)])  # not load order: the same message on every machine
+        quoted = [f"'{p}'" for p in plugins]
+        how = [f"--{kind} {p}{SEP}{name}" if kind != "experiment" else f"{p}{SEP}{name}" for p in plugins]
+        return (f"{kind} '{name}' is registered by plugins {', '.join(quoted[:-1])} and {quoted[-1]}; "
+                f"choose one with {', '.join(how[:-1])} or {how[-1]}")
 
     def get(self, kind: str, name: str) -> Entry:
-        if (kind, name) in self.conflicts:
-            raise RegfwError(self._conflict_message((kind, name)))
+        """The entry called ``name`` (plain or ``plugin:name``), or a one-line error that says why not."""
         table = self.entries[kind]
-        if name not in table:
-            from regfw.params import _show  # the name as typed, cut short and on one line
-
-            raise RegfwError(f"unknown {kind} {_show(name)}" + did_you_mean(str(name), table))
-        return table[name]
+        if isinstance(name, str) and name in table:
+            return table[name]
+        if isinstance(name, str) and (kind, name) in self.clashes:
+            raise RegfwError(self.clash_message(kind, name))
+        if isinstance(name, str) and SEP in name:
+            plugin, _, plain = name.rpartition(SEP)
+            entry = table.get(plain)
+            if entry is not None and entry.plugin == plugin:
+                return entry
+            owners = self.clashes.get((kind, plain)) or ([entry.plugin] if entry is not None else [])
+            if owners:
+                raise RegfwError(f"{kind} '{plain}' is not registered by plugin {show(plugin)}; it is by "
+                                 + " and ".join(f"'{p}'" for p in owners))
+        choices = list(table) + [plain for (k, plain) in self.clashes if k == kind]
+        raise RegfwError(f"unknown {kind} {show(name)}" + did_you_mean(str(name), choices))
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
 
     def all(self, kind: str) -> list[Entry]:
         return [self.entries[kind][n] for n in self.names(kind)]
+
+    def settle(self, distribution: dict[str, str | None]) -> None:
+        """Point each experiment's parts at the registry's key for them, once every plugin is in.
+
+        A part named by a clashing plain name means the experiment's own plugin's component when
+        that plugin registers the name, else the one from the same distribution (the package that
+        shipped both) if exactly one does; otherwise it stays ambiguous, and resolving the experiment
+        is the clash error. ``plugin:name`` of a name nobody else registers becomes the plain name."""
+        experiments = self.entries["experiment"]
+        for key, exp in list(experiments.items()):
+            parts = {part: self._settle_ref(part, ref, exp.plugin, distribution) for part, ref in exp.parts.items()}
+            if parts != exp.parts:
+                experiments[key] = replace(exp, parts=parts)
+
+    def _settle_ref(self, kind: str, ref: Ref, owner: str, distribution: dict[str, str | None]) -> Ref:
+        plugins = self.clashes.get((kind, ref.name))
+        if plugins is None:
+            try:
+                return replace(ref, name=self.get(kind, ref.name).name)
+            except RegfwError:  # unknown: reported when the experiment is resolved
+                return ref
+        home = distribution.get(owner)
+        mine = [p for p in plugins if p == owner] or [p for p in plugins if home and distribution.get(p) == home]
+        return replace(ref, name=f"{mine[0]}{SEP}{ref.name}") if len(mine) == 1 else ref

@@ -20,8 +20,8 @@ How the hand-written parts map onto regfw and torch:
 - ``w -= 0.01 * grad`` is ``torch.optim.SGD`` with lr 0.01 applied to that gradient.
 - The cost per epoch is ``train_loss`` (for SGD and mini-batches, the mean of the epoch's batch costs).
 
-Experiment-specific artifacts (the experiment's ``extras={"artifacts": write_landscapes}`` hook, which
-the runner calls with ``(folder, model, data, config)`` after the standard plots):
+Experiment-specific artifacts (``register(..., artifacts=write_landscapes)``: regfw calls
+``write_landscapes(folder, run)`` after the standard plots, ``run`` a :class:`regfw.RunView`):
 - ``mse_grid_w.png`` / ``mse_grid_w.json``: the exhaustive search, MSE of ŷ = x·w on the run's
   training data for w = 0.0, 0.1, ..., 4.0 (the document's first plot, minimum at w = 2);
 - ``mse_surface_wb.png`` / ``mse_surface_wb.json``: the exercise, MSE of ŷ = x·w + b on y = 3x + 2
@@ -56,10 +56,10 @@ def make_model(in_features, out_features, w_init, b_init, bias, predict_at):
     return ManualLinear(w_init, b_init if bias else None, predict_at)
 
 
-def write_landscapes(folder, model, data, config):
-    from regfw_manual_gd.plots import write_landscapes as write
+def write_landscapes(folder, run):
+    from regfw_manual_gd.plots import write_landscapes as write  # matplotlib only when a run ends
 
-    write(folder, model, data, config)
+    write(folder, run)
 
 
 SIZE = Param(None, type=int, min=1, help="must be 1 (default: from the dataset)")
@@ -86,7 +86,7 @@ def register_models(register):
 def _experiment(register, name, description, train):
     register(name, description=description, dataset="line-points", model="manual-linear", loss="mse",
              optimizer=("sgd", {"lr": 0.01}),
-             train={"epochs": 100, "grad": "formula", **train}, extras={"artifacts": write_landscapes})
+             train={"epochs": 100, "grad": "formula", **train}, artifacts=write_landscapes)
 
 
 @hookimpl

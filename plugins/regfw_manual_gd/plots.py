@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from regfw import ReportsLearnedParameters, RunView
+
 GRID = [round(0.1 * i, 1) for i in range(41)]  # 0.0, 0.1, ..., 4.0
 EXERCISE_X = [1.0, 2.0, 3.0]
 EXERCISE_Y = [5.0, 8.0, 11.0]  # y = 3x + 2
@@ -29,8 +31,9 @@ def mse_over_wb(xs, ys, grid=GRID) -> list[list[float]]:
     return [[sum((x * w + b - y) ** 2 for x, y in zip(xs, ys)) / len(xs) for w in grid] for b in grid]
 
 
-def write_landscapes(folder: Path, model, data, config) -> None:
-    folder = Path(folder)
+def write_landscapes(folder: Path, run: RunView) -> None:
+    """The three artifacts, from the run's training data, trained model and resolved configuration."""
+    folder, model, data = Path(folder), run.model, run.data
     plt = _pyplot()
     if data is not None and data.x_train.ndim == 2 and data.x_train.shape[1] == 1:
         xs = data.x_train.cpu().flatten().tolist()
@@ -60,8 +63,8 @@ def write_landscapes(folder: Path, model, data, config) -> None:
     fig.savefig(folder / "mse_surface_wb.png", dpi=100)
     plt.close(fig)
 
-    if model is not None and callable(getattr(model, "learned_parameters", None)) and config is not None:
-        params = config.model.params
+    if isinstance(model, ReportsLearnedParameters):
+        params = run.config["model"]["params"]
         at = params.get("predict_at")
         if at is not None and "w_init" in params:
             before = params["w_init"] * at + (params.get("b_init", 0.0) if params.get("bias") else 0.0)

@@ -74,6 +74,7 @@ def plugins(as_json):
     for i in infos:
         dist = f"{i.distribution} {i.version}" if i.distribution else "(in-process)"
         status = i.status if not i.error else f"{i.status}: {i.error}"
+        status += "".join(f"; note: {note}" for note in i.notes)  # shared names: only they need plugin:name
         rows.append((i.name, dist, ",".join(h.replace("register_", "") for h in i.hooks) or "-", status))
     click.echo(table(rows, ("name", "distribution", "hooks", "status")))
 
