@@ -107,7 +107,7 @@ def _missing(frame, table: Table, columns: list[str], dropna: bool):
         rows = (empty[column].to_numpy().nonzero()[0] + 1).tolist()
         if rows:
             more = f" ... ({len(rows)})" if len(rows) > 3 else ""
-            places.append(f"{column!r} rows {', '.join(map(str, rows[:3]))}{more}")
+            places.append(f"{column!r} row{'s' * (len(rows) > 1)} {', '.join(map(str, rows[:3]))}{more}")
     raise RegfwError(f"{table.name} has {count} missing value{'s' * (count > 1)} in "
                      f"{'; '.join(places[:4])}{' ...' if len(places) > 4 else ''} "
                      f"(rows counted from 1 after the header); fill them or set dataset.dropna=true")
