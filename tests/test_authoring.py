@@ -7,6 +7,7 @@ from importlib import metadata
 
 import pytest
 
+from regfw.errors import RegfwError
 from regfw.testing import check_plugin
 
 BUNDLED = sorted(ep.name for ep in metadata.entry_points(group="regfw") if ep.dist and ep.dist.name == "regfw")
@@ -249,6 +250,7 @@ def test_check_unknown_or_broken_plugin(fake_dist, invoke):
     broken = invoke("check", "acme-broken")
     assert broken.exit_code == 1
     assert "FAIL" in broken.stdout and "ImportError: needs libfoo" in broken.stdout
+    assert broken.stderr == "regfw: error: check failed: 0 passed, 1 failed\n"  # not "-1 passed"
     disabled = invoke("check", "linear", env={"REGFW_DISABLE_PLUGINS": "linear"})
     assert disabled.exit_code != 0 and "disabled" in disabled.stderr
 
@@ -256,6 +258,18 @@ def test_check_unknown_or_broken_plugin(fake_dist, invoke):
 def test_check_rejects_a_bad_device(invoke):
     result = invoke("check", "torch", "--device", "gpu")
     assert result.exit_code != 0 and result.stderr.count("\n") == 1 and "device must be" in result.stderr
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_check_rejects_a_seed_out_of_range_in_one_line(invoke, seed):
+    result = invoke("check", "torch", "--seed", seed)
+    assert result.exit_code != 0 and result.stdout == ""  # no component is checked, none blamed
+    assert result.stderr.count("\n") == 1 and "--seed" in result.stderr and seed in result.stderr
+
+
+def test_check_plugin_refuses_a_negative_seed_before_checking():
+    with pytest.raises(RegfwError, match="seed must be an integer from 0"):
+        check_plugin("torch", seed=-1)
 
 
 @pytest.mark.cuda

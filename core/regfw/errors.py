@@ -1,4 +1,4 @@
-"""The one exception type that the CLI turns into a one-line message and a non-zero exit."""
+"""The one exception type that the CLI turns into a one-line message and a non-zero exit, and its helpers."""
 
 import difflib
 
@@ -16,3 +16,21 @@ def did_you_mean(name: str, choices) -> str:
     if not choices:
         return "; none is registered"
     return "; choose from: " + ", ".join(choices)
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` squeezed onto one line and cut at 200 characters, for one-line reports."""
+    text = squeeze(str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def squeeze(text: str, limit: int = 200) -> str:
+    """``text`` on one line (runs of whitespace become one space), cut at ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def show(value) -> str:
+    """repr() cut short: an error line must stay one readable line whatever was typed."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

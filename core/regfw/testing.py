@@ -147,7 +147,7 @@ def run_experiment(experiment: str, plugins=None, *, epochs: int | None = 3, dev
     """
     from regfw.config import resolve
     from regfw.runner import execute
-    from regfw.tracking import MlflowTracker, NullTracker
+    from regfw.store import MlflowTracker, NullTracker
 
     loaded = _as_plugins(plugins, include)
     flags = {"device": device, "train.epochs": epochs, "seed": seed}

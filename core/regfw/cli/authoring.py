@@ -13,7 +13,8 @@ from regfw.errors import RegfwError, did_you_mean
 @click.argument("plugin_names", nargs=-1, metavar="[PLUGIN]...")
 @click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda|cuda:N|mps|auto",
               help="Where to build and train the components.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed for the two identical trials.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),  # numpy's seed range
+              help="Seed for the two identical trials.")
 def check(plugin_names, device, seed):
     """Check that every component PLUGIN registers works: one line per component.
 
@@ -37,17 +38,18 @@ def check(plugin_names, device, seed):
         raise RegfwError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{device}'")
     from regfw.conformance import check_registered
 
-    failed = skipped = total = 0
+    passed = failed = skipped = 0
     for name in names:
         report = check_registered(loaded, name, device=device, seed=seed)
         if len(names) > 1:
             click.echo(f"{name}:")
         for line in report.lines():
             click.echo(line)
+        # A plugin that failed to load counts as one failure and has no components to pass.
+        passed += len(report.passed)
         failed += len(report.failures) + (1 if report.error else 0)
-        skipped += sum(c.status == "skip" for c in report.components)
-        total += len(report.components)
-    summary = f"{total - failed - skipped} passed, {failed} failed" + (f", {skipped} skipped" if skipped else "")
+        skipped += len(report.skipped)
+    summary = f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else "")
     if failed:
         click.echo(f"regfw: error: check failed: {summary}", err=True)
         sys.exit(1)
