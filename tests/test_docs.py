@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import inspect
 import re
 import sys
 import tomllib
@@ -15,10 +16,12 @@ from pathlib import Path
 import pluggy
 import pytest
 
+import regfw
 from regfw import hookspecs
 from regfw.cli import cli
 from regfw.params import Param
-from regfw.registry import TRAIN_KEYS
+from regfw.plugins import HOOKS
+from regfw.registry import TRAIN_KEYS, registrar
 from regfw.testing import check_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +50,36 @@ def blocks(text: str = DOC):
 def test_every_hook_has_a_section_with_its_exact_signature(hook):
     signature = f"{hook}({', '.join(specs()[hook])})"
     assert signature in sections(), f"docs/plugins.md needs a section '### {signature}'"
+
+
+@pytest.mark.parametrize("kind", sorted(HOOKS))
+def test_every_hook_section_gives_the_exact_signature_of_its_register(kind):
+    hook = HOOKS[kind]
+    body = sections()[f"{hook}({', '.join(specs()[hook])})"]
+    signature = f"register{inspect.signature(registrar(kind, 'doc', lambda entry: None))}".replace("'", '"')
+    assert f"`{signature}`" in body
+    assert signature in inspect.getdoc(getattr(hookspecs, hook))  # and the hook's own docstring says it
+
+
+def _annotation(value) -> str:
+    return str(value).strip("'\"")
+
+
+@pytest.mark.parametrize("name", ["ReportsLearnedParameters", "HasFeatureBasis", "HasFormulaGrad"])
+def test_every_protocol_is_exported_and_documented_with_its_exact_signature(name):
+    protocol = getattr(regfw, name)
+    assert name in regfw.__all__
+    (method,) = [m for m in vars(protocol) if not m.startswith("_") and callable(vars(protocol)[m])]
+    parameters = list(inspect.signature(vars(protocol)[method]).parameters.values())[1:]  # without self
+    arguments = ", ".join(f"{p.name}: {_annotation(p.annotation)}" for p in parameters)
+    returns = _annotation(inspect.signature(vars(protocol)[method]).return_annotation)
+    assert f"| `regfw.{name}`" in DOC and f"`{method}({arguments}) -> {returns}`" in DOC
+
+
+def test_every_field_of_run_view_is_documented():
+    assert "RunView" in regfw.__all__
+    for field in dataclasses.fields(regfw.RunView):
+        assert f"| `{field.name}`" in sections()["An experiment's own artifacts: RunView"], field.name
 
 
 def test_no_section_documents_a_hook_that_does_not_exist():
