@@ -117,7 +117,7 @@ def parts(name: str, sets=(), *, data=None, device: str = "cpu"):
 
     from regfw.config import resolve
     from regfw.plugins import get_plugins
-    from regfw.runner import seed_everything
+    from regfw.build import seed_everything
 
     plugins = get_plugins()
     registry = plugins.registry
@@ -150,7 +150,7 @@ class Store:
         self.tracker("warm-up")  # creates the database and the experiment
 
     def tracker(self, experiment: str = "bench"):
-        from regfw.tracking import MlflowTracker
+        from regfw.store import MlflowTracker
 
         return MlflowTracker(self.uri, experiment).open()
 
@@ -159,7 +159,9 @@ def regfw_train(p, store: Store | None = None, on_epoch_end=None) -> tuple[float
     """regfw's training: ``engine.train`` plus writing the last metrics; run set-up is not timed."""
     import torch
 
-    from regfw.engine import History, Recorder, train
+    from regfw.engine import train
+    from regfw.recorder import Recorder
+    from regfw.state import RunState
 
     tracker = None
     sink = _discard
@@ -167,12 +169,12 @@ def regfw_train(p, store: Store | None = None, on_epoch_end=None) -> tuple[float
         tracker = store.tracker()
         tracker.start("bench", p.config.flat_params(), {"regfw.experiment": p.config.experiment})
         sink = tracker.log_metrics
-    history = History()
-    recorder = Recorder(history, sink)
     generator = torch.Generator().manual_seed(p.config.seed + 1)
+    state = RunState(p.config, torch.device(p.device), p.data, p.model, p.loss_fn, p.optimizer, generator)
+    recorder = Recorder(state.history, sink)
+    history = state.history
     start = perf()
-    train(p.model, p.data, p.loss_fn, p.optimizer, p.config.train, generator=generator, recorder=recorder,
-          history=history, on_epoch_end=on_epoch_end)
+    train(state, recorder, on_epoch_end=on_epoch_end)
     if tracker is not None:
         tracker.flush()
     seconds = perf() - start
@@ -276,7 +278,7 @@ def _warm_up(name: str, store: Store | None) -> None:
 def row_tracking(args, store: Store) -> list[Row]:
     from regfw.plugins import get_plugins
     from regfw.runner import execute
-    from regfw.tracking import NullTracker
+    from regfw.store import NullTracker
 
     from regfw.config import resolve
 

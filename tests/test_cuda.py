@@ -22,7 +22,7 @@ def test_cpu_and_cuda_see_the_same_data(invoke):
     from regfw.config import resolve
     from regfw.plugins import load_plugins
     from regfw.runner import execute
-    from regfw.tracking import NullTracker
+    from regfw.store import NullTracker
 
     plugins = load_plugins()
     finals = []

@@ -21,7 +21,8 @@ from regfw import hookspecs
 from regfw.cli import cli
 from regfw.params import Param
 from regfw.plugins import HOOKS
-from regfw.registry import TRAIN_KEYS, registrar
+from regfw.registry import registrar
+from regfw.train_schema import TRAIN_KEYS
 from regfw.testing import check_plugin
 
 ROOT = Path(__file__).resolve().parent.parent

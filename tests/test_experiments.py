@@ -17,7 +17,7 @@ from idx import FILES, write_idx
 from regfw.config import resolve
 from regfw.plugins import load_plugins
 from regfw.runner import execute
-from regfw.tracking import MlflowTracker, NullTracker
+from regfw.store import MlflowTracker, NullTracker
 
 
 def run(experiment, *sets, swaps=None, tracker=None):

@@ -22,7 +22,7 @@ from regfw.config import resolve
 from regfw.errors import RegfwError
 from regfw.plugins import load_plugins
 from regfw.runner import execute
-from regfw.tracking import NullTracker
+from regfw.store import NullTracker
 
 REGISTRY = load_plugins().registry
 EXPERIMENTS = REGISTRY.names("experiment")

@@ -11,7 +11,9 @@ from torch import nn
 
 from regfw import fastpath
 from regfw.config import resolve
-from regfw.engine import History, Recorder, train
+from regfw.engine import train
+from regfw.recorder import Recorder
+from regfw.state import RunState
 from regfw.plugins import load_plugins
 
 TOL = dict(rtol=1e-6, atol=1e-6)
@@ -231,11 +233,9 @@ def _train_once(name, tmp_path, *, fast: bool, monkeypatch):
     model = build("model")
     loss_fn = build("loss")
     optimizer = build("optimizer", model.parameters())
-    history = History()
-    recorder = Recorder(history, lambda rows: None)
-    train(model, data, loss_fn, optimizer, config.train, generator=torch.Generator().manual_seed(seed + 1),
-          recorder=recorder, history=history)
-    return model, history
+    state = RunState(config, torch.device("cpu"), data, model, loss_fn, optimizer, torch.Generator().manual_seed(seed + 1))
+    train(state, Recorder(state.history, lambda rows: None))
+    return model, state.history
 
 
 @pytest.mark.parametrize("name", _plain_sgd_experiments())

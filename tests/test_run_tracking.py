@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from regfw.config import resolve
 from regfw.plugins import load_plugins
 from regfw.runner import execute
-from regfw.tracking import MlflowTracker, NullTracker
+from regfw.store import MlflowTracker, NullTracker
 
 
 def _only_run(uri, experiment="linear"):
@@ -83,7 +83,7 @@ def test_log_every_bounds_the_points_and_keeps_the_last(store):
 
 
 def test_default_interval_caps_points_near_a_thousand():
-    from regfw.engine import default_log_every
+    from regfw.recorder import default_log_every
 
     assert default_log_every(1000) == 1
     assert 1000 >= 500000 // default_log_every(500000) >= 900

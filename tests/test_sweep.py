@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from regfw.cli.run import default_run_name
+from regfw.naming import default_run_name
 from regfw.errors import RegfwError
 from regfw.plugins import load_plugins
+from regfw.cli.common import FLAG_OPTIONS
 from regfw.sweep import build_grid, split_values
 
 REGFW = str(Path(sys.executable).with_name("regfw"))

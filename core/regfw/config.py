@@ -14,25 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from regfw.errors import RegfwError, did_you_mean
-from regfw.errors import show as _show
+from regfw.errors import show as _show  # short name: used in most messages below
 from regfw.params import Param, validate
 from regfw.registry import Registry
+from regfw.train_schema import METRICS, TRAIN_SCHEMA
 
 PARTS = ("dataset", "model", "loss", "optimizer")
 TOP_KEYS = ("experiment", "seed", "device") + PARTS + ("train",)
 DEFAULT_SEED = 0
-METRICS = ("accuracy",)
 
 
-TRAIN_SCHEMA: dict[str, Param] = {
-    "epochs": Param(1, type=int, min=1, help="passes over the training data"),
-    "batch_size": Param("full", type=int, min=1, literals=("full",), help="samples per step, or 'full'"),
-    "shuffle": Param(True, help="reshuffle mini-batches every epoch"),
-    "log_every": Param(None, type=int, min=1, help="record metrics every N epochs (default: ~1000 points)"),
-    "metrics": Param([], type=list, item=str, help=f"extra metrics: {', '.join(METRICS)}"),
-    "grad": Param("autograd", choices=("autograd", "formula"), help="'formula': the model computes its own gradients"),
-}
 SEED = Param(DEFAULT_SEED, type=int, min=0)
+MAX_SEED = 2**32 - 1
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -72,6 +65,12 @@ class Config:
             flat.update({f"{part}.{k}": v for k, v in p.params.items()})
         flat.update({f"train.{k}": v for k, v in self.train.items()})
         return flat
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        """The inverse of :meth:`to_dict` (no validation: use :func:`resolve` for user input)."""
+        parts = {part: Part(values[part]["name"], dict(values[part]["params"])) for part in PARTS}
+        return cls(values["experiment"], values["seed"], values["device"], train=dict(values["train"]), **parts)
 
     def to_yaml(self) -> str:
         import yaml
@@ -152,6 +151,12 @@ def fill_sizes(model_params: dict, dims: dict) -> dict:
         if key in model_params and model_params[key] is None:
             model_params[key] = value
     return model_params
+
+
+def _check_seed(seed: int) -> int:
+    if seed > MAX_SEED:  # NumPy's generator takes 32-bit seeds; a bigger one would fail mid-run
+        raise RegfwError(f"seed must be at most {MAX_SEED} (2**32 - 1), got {_show(seed)}")
+    return seed
 
 
 def _check_device(value: object) -> str:
@@ -252,7 +257,7 @@ def resolve(
 
     return Config(
         experiment=experiment,
-        seed=SEED.coerce(top["seed"], "seed"),
+        seed=_check_seed(SEED.coerce(top["seed"], "seed")),
         device=_check_device(top["device"]),
         train=train_full,
         **parts,

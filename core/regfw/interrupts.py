@@ -67,3 +67,17 @@ def held():
         for signum, handler in previous.items():
             # None: a handler installed outside Python, which cannot be put back; the default is closest.
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Inside the block, SIGTERM ends the work like a Ctrl-C (:class:`Interrupted`, exit 143);
+    the previous handler is back afterwards. Main thread only; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

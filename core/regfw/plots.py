@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+LOSS_CURVES = ("train_loss", "test_loss")
+ACCURACY_CURVES = ("train_accuracy", "test_accuracy")
 
-def _pyplot():
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -14,17 +18,18 @@ def _pyplot():
     return plt
 
 
-def curves(history, names: list[str], path: Path, title: str, ylabel: str, log_y: bool = False) -> Path | None:
-    """One line per metric in ``names`` against epoch (train and test together)."""
-    present = [n for n in names if history.curves.get(n)]
+def curves(history: dict, names: list[str], path: Path, title: str, ylabel: str, log_y: bool = False) -> Path | None:
+    """One line per metric in ``names`` against epoch (train and test together); ``history``
+    maps a metric to its ``[(epoch, value), ...]``."""
+    present = [n for n in names if history.get(n)]
     if not present:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in present:
-        epochs, values = zip(*history.curves[name])
+        epochs, values = zip(*history[name])
         ax.plot(epochs, values, label=name)
-    if log_y and all(v > 0 for n in present for _, v in history.curves[n]):
+    if log_y and all(v > 0 for n in present for _, v in history[n]):
         ax.set_yscale("log")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.legend()
@@ -38,7 +43,7 @@ def fit(model, x, y, path: Path, title: str) -> Path:
     """A 1-D regression: the data as dots, the fitted curve as a line over the data's range."""
     import torch
 
-    plt = _pyplot()
+    plt = pyplot()
     model.eval()
     with torch.no_grad():
         grid = torch.linspace(float(x.min()), float(x.max()), 200, device=x.device, dtype=x.dtype).unsqueeze(1)
@@ -52,3 +57,50 @@ def fit(model, x, y, path: Path, title: str) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def overlay(data: dict, names: dict, path: str | Path) -> list[str]:
+    """Loss curves of several runs in one panel (train solid, test dashed); accuracy in a second
+    panel when any run has it. ``data``: ``{run_id: {metric: [(step, value), ...]}}`` in the order
+    to draw, ``names``: a legend label per run id. Returns the panels drawn."""
+    import math
+
+    from regfw.errors import RegfwError
+
+    path = Path(path)
+    if not path.parent.exists():
+        raise RegfwError(f"cannot write {path}: folder {path.parent} does not exist")
+    rows = list(data)
+    panels = [("loss", LOSS_CURVES)]
+    if any(data[r].get(n) for r in rows for n in ACCURACY_CURVES):
+        panels.append(("accuracy", ACCURACY_CURVES))
+    if not any(data[r].get(n) for r in rows for n in LOSS_CURVES):
+        raise RegfwError("none of these runs has a loss curve to plot")
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    for ax, (panel, metrics) in zip(axes[0], panels):
+        positive = True
+        for i, row in enumerate(rows):
+            for metric, style in zip(metrics, ("-", "--")):
+                points = data[row].get(metric)
+                if not points:
+                    continue
+                steps, values = zip(*points)
+                positive = positive and all(v > 0 for v in values if math.isfinite(v))
+                split = metric.split("_", 1)[0]
+                ax.plot(steps, values, style, color=colors[i % len(colors)], label=f"{names[row]} ({split})")
+        if panel == "loss" and positive:
+            ax.set_yscale("log")
+        ax.set(xlabel="epoch", ylabel=panel, title=f"{panel}: {len(rows)} runs")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except (OSError, ValueError) as exc:
+        from regfw.errors import squeeze
+
+        raise RegfwError(f"cannot write {path}: {squeeze(str(exc), 160)}") from None
+    finally:
+        plt.close(fig)
+    return [panel for panel, _ in panels]

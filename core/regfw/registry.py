@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 from regfw.errors import RegfwError, did_you_mean, show
 from regfw.params import Param, as_params
+from regfw.train_schema import TRAIN_KEYS
 
 KINDS = ("model", "dataset", "loss", "optimizer", "experiment")
 PLURAL = {"model": "models", "dataset": "datasets", "loss": "losses", "optimizer": "optimizers", "experiment": "experiments"}
-TRAIN_KEYS = ("epochs", "batch_size", "shuffle", "log_every", "metrics", "grad")
 PARTS = ("dataset", "model", "loss", "optimizer")
 SEP = ":"  # plugin:name
 

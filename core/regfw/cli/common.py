@@ -13,6 +13,7 @@ FLAG_KEYS = {
     "seed": "seed",
     "log_every": "train.log_every",
 }
+FLAG_OPTIONS = {key: "--" + name.replace("_", "-") for name, key in FLAG_KEYS.items()}  # key -> option, for messages
 SWAPS = ("model", "dataset", "loss", "optimizer")
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 
 import click
 
-from regfw.interrupts import Interrupted
+from regfw.interrupts import Interrupted, sigterm_as_interrupt
 
 
 @click.command()
@@ -24,11 +23,11 @@ def resume(run_id, tracking_uri, checkpoint_every, quiet):
     """
     from regfw.checkpoint import load_resume
     from regfw.cli.common import one_line_plugin_errors
-    from regfw.cli.run import _terminate, print_summary
-    from regfw.output import Reporter
+    from regfw.cli.progress import Reporter
+    from regfw.cli.run import print_summary
     from regfw.plugins import get_plugins
     from regfw.runner import execute
-    from regfw.tracking import MlflowTracker, tracking_uri as resolve_uri
+    from regfw.store import MlflowTracker, tracking_uri as resolve_uri
 
     plugins = get_plugins()
     one_line_plugin_errors(plugins)
@@ -40,15 +39,13 @@ def resume(run_id, tracking_uri, checkpoint_every, quiet):
     if not quiet:
         click.echo(f"resuming run {run_id} ({config.experiment}) at epoch {found.epoch + 1} of "
                    f"{config.train['epochs']}", err=True)
-    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        outcome = execute(config, plugins, tracker, run_name=run_id, reporter=reporter,
-                          checkpoint_every=checkpoint_every or found.every, resume=found)
-    except Interrupted as exc:
+        with sigterm_as_interrupt():
+            outcome = execute(config, plugins, tracker, run_name=run_id, reporter=reporter,
+                              checkpoint_every=checkpoint_every or found.every, resume=found)
+    except (Interrupted, KeyboardInterrupt) as exc:
         click.echo("regfw: error: interrupted before the run resumed", err=True)
-        sys.exit(exc.exit_code)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        sys.exit(getattr(exc, "exit_code", 130))
     if not quiet:
         print_summary(outcome, config, tracker)
     if outcome.error:

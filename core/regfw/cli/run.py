@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 
 import click
 
 from regfw.cli.common import one_line_plugin_errors, override_options, resolve_from_options
 from regfw.errors import RegfwError
-from regfw.interrupts import Interrupted
-
-
-def default_run_name(registry, config) -> str:
-    """The experiment plus what differs from its defaults, e.g. ``linear lr=0.1 seed=2``."""
-    from regfw.config import resolve
-
-    base = resolve(registry, config.experiment).flat_params()
-    parts = [config.experiment]
-    for key, value in config.flat_params().items():
-        if key in ("experiment", "device") or base.get(key) == value:
-            continue
-        short = key.rsplit(".", 1)[-1] if "." in key else key
-        shown = ",".join(map(str, value)) if isinstance(value, list) else value
-        parts.append(f"{short}={shown}")
-    return " ".join(parts)
-
-
-def _terminate(signum, frame):
-    from regfw.interrupts import terminate_handler
-
-    terminate_handler(signum, frame)
+from regfw.interrupts import Interrupted, sigterm_as_interrupt
 
 
 def print_summary(outcome, config, tracker) -> None:
@@ -44,7 +22,7 @@ def print_summary(outcome, config, tracker) -> None:
         click.echo("  learned: " + "  ".join(f"{k}={v:.6g}" for k, v in outcome.learned.items()))
     if outcome.run_id:
         click.echo(f"  run {outcome.run_id} in {tracker.uri}")
-        from regfw.tracking import default_tracking_uri
+        from regfw.store import default_tracking_uri
 
         where = "" if tracker.uri == default_tracking_uri() else f" --tracking-uri {tracker.uri}"
         click.echo(f"  open it with: regfw ui{where}")
@@ -81,9 +59,10 @@ def run(ctx, **kwargs):
     config = resolve_from_options(plugins, kwargs)
     if kwargs["checkpoint_every"] and kwargs["no_track"]:
         raise RegfwError("--checkpoint-every stores checkpoints in the MLflow run; it cannot be used with --no-track")
-    from regfw.output import Reporter
+    from regfw.cli.progress import Reporter
+    from regfw.naming import default_run_name
     from regfw.runner import execute
-    from regfw.tracking import MlflowTracker, NullTracker, tracking_uri
+    from regfw.store import MlflowTracker, NullTracker, tracking_uri
 
     if kwargs["no_track"]:
         tracker = NullTracker()
@@ -91,15 +70,13 @@ def run(ctx, **kwargs):
         tracker = MlflowTracker(tracking_uri(kwargs["tracking_uri"]), kwargs["experiment_name"] or config.experiment)
     run_name = kwargs["run_name"] or default_run_name(plugins.registry, config)
     reporter = Reporter("quiet" if kwargs["quiet"] else "auto")
-    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        outcome = execute(config, plugins, tracker, run_name=run_name, reporter=reporter,
-                          checkpoint_every=kwargs["checkpoint_every"])
-    except Interrupted as exc:  # before the run existed: nothing to mark
+        with sigterm_as_interrupt():
+            outcome = execute(config, plugins, tracker, run_name=run_name, reporter=reporter,
+                              checkpoint_every=kwargs["checkpoint_every"])
+    except (Interrupted, KeyboardInterrupt) as exc:  # before the run existed: nothing to mark
         click.echo("regfw: error: interrupted before the run started", err=True)
-        sys.exit(exc.exit_code)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        sys.exit(getattr(exc, "exit_code", 130))
     if not kwargs["quiet"]:
         print_summary(outcome, config, tracker)
     if outcome.error:

@@ -41,22 +41,23 @@ def runs(experiment, filter_string, sweep, sort, limit, group_by, metrics, as_js
       regfw runs linear --filter "params.optimizer = 'adam'"
       regfw runs linear --group-by optimizer.lr         # mean ± std over seeds
     """
-    from regfw import compare as cmp
-    from regfw.tracking import tracking_uri as resolve_uri
+    from regfw.cli import format as text
+    from regfw.runs import queries, stats
+    from regfw.store import open_client, tracking_uri as resolve_uri
 
     uri = resolve_uri(tracking_uri)
-    client = cmp.open_client(uri)
+    client = open_client(uri)
     by = _split_keys(group_by)
     simple = not sort and not by
-    rows = cmp.search(client, uri, experiment, filter_string=filter_string or "", sweep=sweep,
+    rows = queries.search(client, uri, experiment, filter_string=filter_string or "", sweep=sweep,
                       max_results=limit if simple else None)
-    wanted = cmp.check_metrics(rows, _split_keys(metrics)) if metrics else cmp.summary_metrics(rows)
+    wanted = stats.check_metrics(rows, _split_keys(metrics)) if metrics else stats.summary_metrics(rows)
 
     if by:
-        groups, over = cmp.group_rows(rows, by, wanted)
-        groups = cmp.sort_groups(groups, sort, by)[:limit]
+        groups, over = stats.group_rows(rows, by, wanted)
+        groups = stats.sort_groups(groups, sort, by)[:limit]
         if as_json:
-            click.echo(cmp.json_safe_dumps([g.to_json(over) for g in groups]))
+            click.echo(stats.json_safe_dumps([g.to_json(over) for g in groups]))
             return
         if not groups:
             click.echo("no runs")
@@ -67,32 +68,32 @@ def runs(experiment, filter_string, sweep, sort, limit, group_by, metrics, as_js
             statuses = g.statuses()
             status = "all FINISHED" if set(statuses) == {"FINISHED"} else \
                 ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
-            body.append([cmp.fmt(g.values[k]) for k in by] + [str(len(g.rows)), status]
-                        + [cmp.fmt_mean_std(g.stats.get(m)) for m in wanted])
+            body.append([text.fmt(g.values[k]) for k in by] + [str(len(g.rows)), status]
+                        + [text.fmt_mean_std(g.stats.get(m)) for m in wanted])
         right = set(range(len(by), len(by) + 1)) | set(range(len(by) + 2, len(headers)))
-        click.echo(cmp.table(headers, body, right))
+        click.echo(text.table(headers, body, right))
         n_runs = sum(len(g.rows) for g in groups)
         over_text = f"; mean ± std (n-1) over {', '.join(over)}" if over else ""
         click.echo(f"{len(groups)} group{'s' * (len(groups) != 1)} of {n_runs} runs{over_text}")
         return
 
-    rows = cmp.sort_rows(rows, sort)[:limit]
+    rows = stats.sort_rows(rows, sort)[:limit]
     if as_json:
-        click.echo(cmp.json_safe_dumps([r.to_json() for r in rows]))
+        click.echo(stats.json_safe_dumps([r.to_json() for r in rows]))
         return
     if not rows:
         click.echo("no runs")
         return
-    keys = cmp.differing_params(rows)
+    keys = stats.differing_params(rows)
     several = len({r.experiment for r in rows}) > 1
     headers = ["run", "id"] + (["experiment"] if several else []) + ["status"] + keys + wanted + ["duration"]
     body = []
     for r in rows:
-        body.append([r.name, cmp.short_id(r.run_id)] + ([r.experiment] if several else []) + [r.status]
-                    + [cmp.fmt(r.params.get(k)) for k in keys]
-                    + [cmp.fmt(r.metrics.get(m)) for m in wanted] + [cmp.fmt_duration(r.duration)])
+        body.append([r.name, text.short_id(r.run_id)] + ([r.experiment] if several else []) + [r.status]
+                    + [text.fmt(r.params.get(k)) for k in keys]
+                    + [text.fmt(r.metrics.get(m)) for m in wanted] + [text.fmt_duration(r.duration)])
     first_metric = len(headers) - len(wanted) - 1
-    click.echo(cmp.table(headers, body, set(range(first_metric, len(headers)))))
+    click.echo(text.table(headers, body, set(range(first_metric, len(headers)))))
 
 
 @click.command()
@@ -111,40 +112,46 @@ def compare(run_ids, plot_path, all_params, as_json, tracking_uri):
       regfw compare 3f2a9c1e 8b0d4471
       regfw compare 3f2a9c1e 8b0d4471 5c1e07aa --plot compare.png
     """
-    from regfw import compare as cmp
+    from regfw.cli import format as text
     from regfw.errors import RegfwError
-    from regfw.tracking import tracking_uri as resolve_uri
+    from regfw.runs import queries, stats
+    from regfw.store import open_client, tracking_uri as resolve_uri
 
     if len(run_ids) < 2:
         raise RegfwError("compare needs at least two run ids (see `regfw runs` for them)")
     uri = resolve_uri(tracking_uri)
-    client = cmp.open_client(uri)
-    rows = cmp.get_runs(client, uri, list(run_ids))
+    client = open_client(uri)
+    rows = queries.get_runs(client, uri, list(run_ids))
     if len({r.run_id for r in rows}) < len(rows):
         raise RegfwError("the same run is given twice")
-    keys = cmp.differing_params(rows)
+    keys = stats.differing_params(rows)
     if all_params:
         keys = list(dict.fromkeys(k for r in rows for k in r.params))
-    metrics = cmp.compare_metrics(rows)
-    panels = cmp.plot_overlay(client, rows, plot_path) if plot_path else None
+    metrics = stats.compare_metrics(rows)
+    panels = None
+    if plot_path:
+        from regfw.plots import ACCURACY_CURVES, LOSS_CURVES, overlay
+
+        curves = queries.histories(client, rows, LOSS_CURVES + ACCURACY_CURVES)
+        panels = overlay(curves, stats.labels(rows), plot_path)
     if as_json:
-        click.echo(cmp.json_safe_dumps({"runs": [r.to_json() for r in rows], "differing_params": cmp.differing_params(rows),
+        click.echo(stats.json_safe_dumps({"runs": [r.to_json() for r in rows], "differing_params": stats.differing_params(rows),
                                         "plot": str(plot_path) if plot_path else None, "panels": panels}))
         return
-    headers = [""] + [cmp.short_id(r.run_id) for r in rows]
+    headers = [""] + [text.short_id(r.run_id) for r in rows]
     body = [["name"] + [r.name for r in rows],
             ["experiment"] + [r.experiment for r in rows],
             ["status"] + [r.status for r in rows],
-            ["duration"] + [cmp.fmt_duration(r.duration) for r in rows]]
+            ["duration"] + [text.fmt_duration(r.duration) for r in rows]]
     if keys:
         body.append(["params" + (" (all)" if all_params else " that differ")] + [""] * len(rows))
-        body += [[f"  {k}"] + [cmp.fmt(r.params.get(k)) for r in rows] for k in keys]
+        body += [[f"  {k}"] + [text.fmt(r.params.get(k)) for r in rows] for k in keys]
     else:
         body.append(["params: all equal"] + [""] * len(rows))
     if metrics:
         body.append(["metrics"] + [""] * len(rows))
-        body += [[f"  {m}"] + [cmp.fmt(r.metrics.get(m)) for r in rows] for m in metrics]
-    click.echo(cmp.table(headers, body))
+        body += [[f"  {m}"] + [text.fmt(r.metrics.get(m)) for r in rows] for m in metrics]
+    click.echo(text.table(headers, body))
     if plot_path:
         click.echo(f"plot ({', '.join(panels)}) written to {plot_path}")
 

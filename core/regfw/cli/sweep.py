@@ -6,11 +6,24 @@ import sys
 
 import click
 
-from regfw.cli.common import FLAG_KEYS, SWAPS, one_line_plugin_errors, override_options
+from regfw.cli.common import FLAG_KEYS, FLAG_OPTIONS, SWAPS, one_line_plugin_errors, override_options
+
+from regfw.sweep.grid import DEFAULT_MAX_POINTS  # cheap: the grid module imports neither torch nor mlflow
 
 SET_HELP = ("Override a value; several values make a sweep axis: optimizer.lr=0.001,0.01,0.1. "
             "List-typed params take a comma list as ONE value: separate their axis values with ';' "
             "(model.hidden='64;256;64,64') or write bracketed lists ([64],[64,64]). Repeatable.")
+
+
+def print_point(result, point, total: int) -> None:
+    """One line per finished point: index, status, run name, final loss, time, reason."""
+    loss = result.summary.get("final_test_loss", result.summary.get("final_train_loss"))
+    shown = f"  final loss {loss:.6g}" if loss is not None else ""
+    width = len(str(total))
+    line = f"[{result.index + 1:>{width}}/{total}] {result.status:<8} {point.run_name}{shown}  ({result.seconds:.1f} s)"
+    if result.error:
+        line += f"  {result.error}"
+    click.echo(line)
 
 
 def _grid_from_options(plugins, kwargs: dict):
@@ -18,6 +31,7 @@ def _grid_from_options(plugins, kwargs: dict):
     from regfw.sweep import build_grid
 
     config_path = kwargs.pop("config_path")
+    max_points = kwargs.pop("max_points", None)
     return build_grid(
         plugins.registry,
         kwargs.pop("experiment"),
@@ -26,6 +40,8 @@ def _grid_from_options(plugins, kwargs: dict):
         config_file=load_config_file(config_path) if config_path else None,
         swaps={part: kwargs.pop(part) for part in SWAPS},
         flags={FLAG_KEYS[name]: kwargs.pop(name) for name in FLAG_KEYS},
+        flag_options=FLAG_OPTIONS,
+        max_points=max_points or DEFAULT_MAX_POINTS,
     )
 
 
@@ -37,6 +53,8 @@ def _grid_from_options(plugins, kwargs: dict):
 @click.option("--experiment-name", metavar="NAME", help="MLflow experiment (default: the regfw experiment's name).")
 @click.option("--tracking-uri", metavar="URI", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlruns).")
 @click.option("--dry-run", is_flag=True, help="Print the points and their run names; run nothing.")
+@click.option("--max-points", type=click.IntRange(min=1), metavar="N",
+              help=f"Run a grid of up to N points (default {DEFAULT_MAX_POINTS}; a bigger grid is refused with its size).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def sweep(**kwargs):
     """Run EXPERIMENT over a grid: one MLflow parent run, one child run per point.
@@ -66,8 +84,9 @@ def sweep(**kwargs):
             click.echo(f"  [{point.index + 1}] {point.run_name}")
         return
 
-    from regfw.sweep import print_point, run_sweep
-    from regfw.tracking import default_tracking_uri, tracking_uri
+    from regfw.cli.progress import Reporter
+    from regfw.store import default_tracking_uri, tracking_uri
+    from regfw.sweep import run_sweep
 
     uri = tracking_uri(kwargs["tracking_uri"])
     experiment_name = kwargs["experiment_name"] or grid.experiment
@@ -81,8 +100,8 @@ def sweep(**kwargs):
         if not quiet:
             print_point(result, point, total)
 
-    outcome = run_sweep(grid, uri, experiment_name, jobs=kwargs["jobs"],
-                        progress=not quiet and sys.stderr.isatty(), on_result=on_result)
+    reporter = Reporter("bar") if not quiet and sys.stderr.isatty() and kwargs["jobs"] == 1 else None
+    outcome = run_sweep(grid, uri, experiment_name, jobs=kwargs["jobs"], reporter=reporter, on_result=on_result)
     if not quiet:
         done = sum(r.status == "FINISHED" for r in outcome.results)
         click.echo(f"sweep {outcome.sweep_id} {outcome.status.lower()}: {done} finished, {outcome.failed} failed"
@@ -113,7 +132,7 @@ def sweep_from_run(ctx: click.Context, kwargs: dict):
             raise RegfwError(f"{option} does not go with --sweep (each point gets its own run)")
     known = {p.name for p in sweep.params}
     args = {k: v for k, v in kwargs.items() if k in known}
-    args.update(seeds=None, jobs=kwargs.get("jobs") or 1, dry_run=False)
+    args.update(seeds=None, jobs=kwargs.get("jobs") or 1, dry_run=False, max_points=None)
     return ctx.invoke(sweep, **args)
 
 

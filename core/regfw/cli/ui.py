@@ -14,7 +14,7 @@ import click
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 def ui(tracking_uri, host, port):
     """Open the MLflow UI over the run store (Ctrl-C stops it)."""
-    from regfw.tracking import tracking_uri as resolve_uri
+    from regfw.store import tracking_uri as resolve_uri
 
     uri = resolve_uri(tracking_uri)
     if host != "127.0.0.1":

@@ -1,0 +1,52 @@
+"""Text for the terminal: numbers, durations and aligned tables for ``regfw runs`` and ``compare``."""
+
+from __future__ import annotations
+
+import math
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.4g}"
+    return str(value)
+
+
+def fmt_mean_std(stat) -> str:
+    if stat is None:
+        return "-"
+    mean, std, _ = stat
+    return fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std) if not math.isfinite(std) else f'{std:.2g}'}"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
+    """Plain aligned columns; the columns in ``right`` are right-aligned (numbers)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(cells):
+        out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def short_id(run_id: str) -> str:
+    return run_id[:8]

@@ -1,0 +1,68 @@
+"""What a run reports at its end: summary metrics, learned parameters, the least-squares optimum."""
+
+from __future__ import annotations
+
+from regfw.data import Data
+from regfw.recorder import History
+
+SMALL_MODEL = 16  # at most this many scalars: the learned parameters are logged and printed
+
+
+def learned_parameters(model) -> dict:
+    """The model's own report if it has one (``ReportsLearnedParameters``), else its
+    parameters when the model is small."""
+    if callable(getattr(model, "learned_parameters", None)):
+        return {k: float(v) for k, v in model.learned_parameters().items()}
+    params = list(model.named_parameters())
+    if sum(p.numel() for _, p in params) > SMALL_MODEL:
+        return {}
+    out = {}
+    for name, p in params:
+        values = p.detach().cpu().flatten().tolist()
+        if len(values) == 1:
+            out[name] = values[0]
+        else:
+            out.update({f"{name}[{i}]": v for i, v in enumerate(values)})
+    return out
+
+
+def optimum_loss(model, data: Data) -> float | None:
+    """Least-squares optimum on the training data for models linear in a feature basis."""
+    basis = getattr(model, "feature_basis", None)
+    if not callable(basis) or data.task != "regression":
+        return None
+    import torch
+
+    with torch.no_grad():
+        design = basis(data.x_train).double().cpu()
+        target = data.y_train.double().cpu().reshape(len(design), -1)
+        solution = torch.linalg.lstsq(design, target).solution
+        return float(((design @ solution - target) ** 2).mean())
+
+
+def summarise(history: History, seconds: float, model=None, data: Data | None = None) -> tuple[dict, dict]:
+    """``(summary, learned)``: final and best of every curve, the training time, and for a built
+    model its learned parameters and, where it applies, the optimum and the excess over it."""
+    summary = {f"final_{k}": v for k, v in history.final().items()}
+    summary |= {f"best_{k}": v for k, v in history.best().items()}
+    summary["train_seconds"] = seconds
+    learned: dict = {}
+    if model is not None:
+        try:
+            learned = learned_parameters(model)
+            best = optimum_loss(model, data) if data is not None else None
+            if best is not None:
+                summary["optimum_loss"] = best
+                if "final_train_loss" in summary:
+                    summary["excess_loss"] = summary["final_train_loss"] - best
+        except Exception:  # noqa: BLE001 - a summary is a bonus, the status is not
+            pass
+    return summary, learned
+
+
+def metric_rows(summary: dict, learned: dict, step: int) -> list[tuple[str, float, int]]:
+    """Summary and learned values as ``(key, value, step)`` metric rows."""
+    rows = [(k, v, step) for k, v in summary.items()]
+    # MLflow metric names allow no brackets: weight[0] is logged as learned.weight.0
+    rows += [(f"learned.{k}".replace("[", ".").replace("]", ""), v, step) for k, v in learned.items()]
+    return rows

@@ -1,0 +1,67 @@
+"""Opening an MLflow client on a store, and the experiment runs are filed under.
+
+The ``MlflowClient`` API is used rather than the fluent one: no global active run, so tests and
+parallel workers cannot step on each other. Every other module gets its client from here.
+"""
+
+from __future__ import annotations
+
+from regfw.errors import RegfwError
+from regfw.store.uri import check_reachable, quiet_libraries, sqlite_path, store_error, store_lock
+
+
+def open_client(uri: str, *, create: bool = False):
+    """An ``MlflowClient`` on ``uri`` that has answered once. Readers pass ``create=False``:
+    reading never creates an empty database. Every failure is one line."""
+    quiet_libraries()
+    check_reachable(uri, create=create)
+    from mlflow import MlflowClient
+
+    quiet_libraries()  # again: importing mlflow resets its loggers' levels
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        if not create:
+            client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any store failure becomes one line
+        raise store_error(uri, exc) from None
+    return client
+
+
+def experiment_id(client, uri: str, name: str) -> str:
+    """The id of MLflow experiment ``name``, created (with artifacts beside a SQLite store) if needed."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        # One process at a time creates the database and the experiment.
+        with store_lock(uri):
+            found = client.get_experiment_by_name(name)
+            if found is not None:
+                if found.lifecycle_stage == "deleted":
+                    raise RegfwError(f"MLflow experiment '{name}' is deleted; restore it or use --experiment-name")
+                return found.experiment_id
+            path = sqlite_path(uri)
+            # Artifacts live beside the database, under mlruns/, one folder per experiment.
+            location = (path.parent / "artifacts" / name).resolve().as_uri() if path is not None else None
+            try:
+                return client.create_experiment(name, artifact_location=location)
+            except MlflowException:
+                found = client.get_experiment_by_name(name)  # another process created it first
+                if found is None:
+                    raise
+                return found.experiment_id
+    except RegfwError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise store_error(uri, exc) from None
+
+
+def param_text(value) -> str:
+    """A configuration value as MLflow stores a param: lists as ``a,b,c``."""
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def is_missing(exc: Exception) -> bool:
+    """Whether an MLflow error says the run (or experiment) does not exist."""
+    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower()

@@ -1,0 +1,53 @@
+"""Every tag name regfw writes on an MLflow run, in one place.
+
+Readers (``regfw runs``, ``compare``, ``resume``) and writers (the runner, checkpoints, sweeps) use
+these names only through this module, so a tag is renamed in one line.
+"""
+
+PREFIX = "regfw."
+
+# What a run is made of.
+EXPERIMENT = "regfw.experiment"
+EXPERIMENT_PLUGIN = "regfw.experiment.plugin"
+DEVICE = "regfw.device"
+DEVICE_NAME = "regfw.device_name"
+SEED = "regfw.seed"
+VERSION = "regfw.version"
+TORCH_VERSION = "regfw.torch_version"
+GIT_COMMIT = "mlflow.source.git.commit"
+NOTE = "mlflow.note.content"  # the description MLflow's UI shows
+
+
+def component(part: str) -> str:
+    """``regfw.model``: the registered name of the run's model (dataset, loss, optimizer)."""
+    return f"regfw.{part}"
+
+
+def component_plugin(part: str) -> str:
+    """``regfw.model.plugin``: the plugin (and distribution) that provided it."""
+    return f"regfw.{part}.plugin"
+
+
+# How it ended.
+FAILURE = "regfw.failure"  # the reason of a FAILED or KILLED run
+EPOCHS_DONE = "regfw.epochs_done"
+
+# Checkpoints and resuming.
+CHECKPOINT_EPOCH = "regfw.checkpoint_epoch"
+CHECKPOINT_EVERY = "regfw.checkpoint_every"
+RESUMED_FROM = "regfw.resumed_from_epoch"
+HOST = "regfw.host"
+PID = "regfw.pid"
+
+# Sweeps: a parent run and one child per point.
+ROLE = "regfw.role"  # "sweep" on parent runs
+ROLE_SWEEP = "sweep"
+SWEEP_ID = "regfw.sweep_id"
+SWEEP_POINT = "regfw.sweep_point"
+SWEEP_INDEX = "regfw.sweep_index"
+SWEEP_POINTS = "regfw.sweep_points"
+SWEEP_AXES = "regfw.sweep_axes"
+SWEEP_FAILED = "regfw.sweep_failed"
+SWEEP_FINISHED = "regfw.sweep_finished"
+SWEEP_NOT_RUN = "regfw.sweep_not_run"
+PARENT = "mlflow.parentRunId"

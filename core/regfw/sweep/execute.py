@@ -1,0 +1,127 @@
+"""Running a sweep: the parent run, every point (here or in worker processes), the parent's end.
+
+The store, the MLflow experiment and the parent run exist before the first point starts. A failed
+point is FAILED and the sweep goes on; Ctrl-C or SIGTERM stops it within a point (the running
+point ends KILLED with its metrics, unstarted points never start, the parent ends KILLED).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+from regfw.interrupts import Interrupted, sigterm_as_interrupt
+from regfw.store import tags as T
+from regfw.sweep.grid import AXIS_SEP, Grid, Point
+from regfw.sweep.points import NOT_RUN, PointResult, PointTask, run_point
+
+MAX_EXIT = 100  # the sweep's exit code is the number of failed points, at most this
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    parent_run_id: str
+    status: str
+    results: list[PointResult]
+    not_run: int = 0
+    exit_code: int = 0
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.results if r.status == "FAILED")
+
+
+def common_params(points: list[Point]) -> dict:
+    """The params every point shares (the parent run's params)."""
+    flats = [p.config.flat_params() for p in points]
+    first = flats[0]
+    return {k: v for k, v in first.items() if all(f.get(k) == v for f in flats[1:])}
+
+
+def sweep_name(grid: Grid) -> str:
+    axes = " ".join(axis.shown() for axis in grid.axes)
+    return f"{grid.experiment} sweep" + (f" {axes}" if axes else "")
+
+
+def run_sweep(grid: Grid, uri: str, experiment_name: str, *, jobs: int = 1, reporter=None,
+              on_result=None) -> SweepResult:
+    """Create the parent run, run every point (one after another, or in ``jobs`` processes),
+    close the parent. ``reporter`` shows a point's progress when points run here (``jobs=1``)."""
+    from regfw.device import resolve_device
+    from regfw.store import MlflowTracker
+
+    for device in sorted({p.config.device for p in grid.points}):
+        resolve_device(device)  # a missing device is bad input: fail before any run exists
+
+    sweep_id = uuid.uuid4().hex[:12]
+    parent = MlflowTracker(uri, experiment_name).open()  # creates the store and the experiment
+    params = common_params(grid.points) | {f"sweep.{a.key}": (AXIS_SEP if a.list_typed else ",").join(a.values)
+                                           for a in grid.axes}
+    axes_text = ", ".join(a.key for a in grid.axes) or "nothing"
+    tags = {
+        T.ROLE: T.ROLE_SWEEP,
+        T.SWEEP_ID: sweep_id,
+        T.EXPERIMENT: grid.experiment,
+        T.SWEEP_POINTS: len(grid.points),
+        T.SWEEP_AXES: json.dumps({a.key: a.values for a in grid.axes}),
+        T.NOTE: f"regfw sweep {sweep_id}: {len(grid.points)} points over {axes_text}",
+    }
+    parent_id = parent.start(sweep_name(grid), params, tags)
+
+    tasks = [PointTask(point.index, point.config, point.run_name, uri, experiment_name,
+                       {T.PARENT: parent_id, T.SWEEP_ID: sweep_id, T.SWEEP_POINT: point.label() or "-",
+                        T.SWEEP_INDEX: point.index})
+             for point in grid.points]
+    results: list[PointResult] = []
+    interrupted: BaseException | None = None
+
+    def record(result: PointResult) -> None:
+        if result.status == NOT_RUN:
+            return
+        results.append(result)
+        if on_result is not None:
+            on_result(result, grid.points[result.index])
+
+    try:
+        with sigterm_as_interrupt():
+            if jobs <= 1:
+                interrupted = _run_here(tasks, record, reporter)
+            else:
+                from regfw.sweep.pool import run_parallel
+
+                interrupted = run_parallel(tasks, jobs, record)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        interrupted = exc
+    finally:
+        results.sort(key=lambda r: r.index)
+        failed = sum(1 for r in results if r.status == "FAILED")
+        not_run = len(tasks) - len(results)
+        status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
+        end_tags = {T.SWEEP_FAILED: failed, T.SWEEP_FINISHED: sum(r.status == "FINISHED" for r in results)}
+        if not_run:
+            end_tags[T.SWEEP_NOT_RUN] = not_run
+        if failed:
+            end_tags[T.FAILURE] = f"{failed} of {len(tasks)} points failed"
+        elif interrupted:
+            end_tags[T.FAILURE] = "interrupted"
+        try:
+            parent.set_tags(end_tags)
+        finally:
+            parent.end(status)
+    code = getattr(interrupted, "exit_code", 130) if interrupted is not None else min(failed, MAX_EXIT)
+    return SweepResult(sweep_id, parent_id, status, results, not_run, code)
+
+
+def _run_here(tasks: list[PointTask], record, reporter) -> BaseException | None:
+    """Points one after another in this process. A signal that arrived while a point was being
+    written (and so could not stop it) stops the sweep right after that point."""
+    for task in tasks:
+        result = run_point(task, reporter)
+        record(result)
+        if result.status == "KILLED":
+            return Interrupted(result.exit_code or 130)
+        if result.stop_signal is not None:
+            return Interrupted(128 + result.stop_signal)
+    return None

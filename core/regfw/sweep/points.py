@@ -1,0 +1,84 @@
+"""One sweep point: what a worker is handed, what it hands back, and running it.
+
+Points run in the sweep's own process or in spawned workers (:mod:`regfw.sweep.pool`); either way
+a point is a plain ``regfw run`` whose MLflow run is a child of the sweep's parent run.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+
+from regfw.errors import RegfwError, one_line
+from regfw.interrupts import Interrupted
+
+NOT_RUN = "NOT_RUN"
+
+
+@dataclass
+class PointTask:
+    """What a worker needs to run one point (picklable: it crosses into spawned processes)."""
+
+    index: int
+    config: object
+    run_name: str
+    uri: str
+    experiment_name: str
+    tags: dict
+
+
+@dataclass
+class PointResult:
+    index: int
+    status: str
+    run_id: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    summary: dict = field(default_factory=dict)
+    exit_code: int = 0
+    stop_signal: int | None = None  # a Ctrl-C/SIGTERM arrived while the point was being written: stop after it
+
+
+class WorkerState:
+    """A spawned worker's reaction to SIGTERM: end the running point like `run` does (flushed,
+    KILLED) and start no point queued after it. Ctrl-C is the parent's to handle."""
+
+    running = False
+    stopped = False
+
+    @classmethod
+    def install(cls) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, cls.on_sigterm)
+
+    @classmethod
+    def on_sigterm(cls, signum, frame):
+        cls.stopped = True
+        if cls.running:
+            raise Interrupted(128 + signum)
+
+
+def run_point(task: PointTask, reporter=None) -> PointResult:
+    """Run one point with ``runner.execute`` as a child of the sweep's parent run."""
+    from regfw.plugins import get_plugins
+    from regfw.runner import execute
+    from regfw.store import MlflowTracker
+
+    if WorkerState.stopped:
+        return PointResult(task.index, NOT_RUN)
+    tracker = MlflowTracker(task.uri, task.experiment_name, extra_tags=task.tags)
+    WorkerState.running = True
+    try:
+        outcome = execute(task.config, get_plugins(), tracker, run_name=task.run_name, reporter=reporter)
+    except (KeyboardInterrupt, Interrupted) as exc:  # stopped while the run was being set up
+        tracker.end_quietly("KILLED")
+        return PointResult(task.index, "KILLED", tracker.run_id, "interrupted",
+                           exit_code=getattr(exc, "exit_code", 130))
+    except Exception as exc:  # noqa: BLE001 - bad input or the store went away; one point must not end the sweep
+        tracker.end_quietly("FAILED")
+        text = str(exc) if isinstance(exc, RegfwError) else one_line(exc)
+        return PointResult(task.index, "FAILED", tracker.run_id, text, exit_code=1)
+    finally:
+        WorkerState.running = False
+    return PointResult(task.index, outcome.status, outcome.run_id, outcome.error, outcome.seconds,
+                       dict(outcome.summary), outcome.exit_code, outcome.late_signal)
