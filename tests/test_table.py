@@ -219,13 +219,15 @@ def _bad_files(tmp_path: Path) -> dict:
                            "2 missing values in 'size' rows 3, 7"),
         "one class": (["--experiment", "classification", "--set", f"dataset.path={write_csv(tmp_path / 'one.csv', one)}",
                        "--set", "dataset.target=city"], "has one class ('Paris')"),
+        "infinite": (["--set", f"dataset.path={write_csv(tmp_path / 'inf.csv', dict(cols, size=['inf', *cols['size'][1:]]))}"],
+                     "column 'size' holds an infinite value (row 1)"),
         "fraction": (["--set", f"dataset.path={tmp_path / 'ok.csv'}", "--set", "dataset.test_fraction=1.5"],
                      "test_fraction must be at least 0 and below 1"),
     }
 
 
 BAD = ["missing", "folder", "binary", "semicolons", "bad parquet", "empty", "header only", "no target",
-       "unknown target", "text feature", "stray word", "missing values", "one class", "fraction"]
+       "unknown target", "text feature", "stray word", "missing values", "one class", "infinite", "fraction"]
 
 
 @pytest.mark.parametrize("case", BAD)

@@ -95,6 +95,12 @@ def _missing(frame, table: Table, columns: list[str], dropna: bool):
     """The rows to use: all of them, or a one-line error saying where values are missing."""
     empty = frame[columns].isna()
     count = int(empty.to_numpy().sum())
+    for column in columns:  # "inf" parses as a number, and would turn the scaling into NaN
+        series = frame[column]
+        if _is_number(series) and series.dtype.kind == "f" and bool(series.abs().eq(float("inf")).any()):
+            row = int(series.abs().eq(float("inf")).to_numpy().argmax()) + 1
+            raise RegfwError(f"{table.name}: column {column!r} holds an infinite value (row {row}); "
+                             f"only finite numbers can be trained on")
     if count == 0:
         return frame[columns], 0
     if dropna:
