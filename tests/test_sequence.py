@@ -89,3 +89,14 @@ def test_a_short_run_learns_above_chance(invoke):
                     "--set", f"dataset.n_classes={n_classes}", "--set", "model.hidden=8")
     assert result.exit_code == 0, result.stderr
     assert _final(result.stdout, "final_test_accuracy") > 1 / n_classes + 0.1
+
+
+@pytest.mark.slow
+def test_a_too_short_sequence_fails_before_any_run_is_recorded(invoke, store):
+    result = invoke("run", "sequence", "--set", "dataset.length=5", "--tracking-uri", store)
+    assert result.exit_code != 0 and "at least" in result.stderr
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("sequence")
+    assert experiment is None or not client.search_runs([experiment.experiment_id])
