@@ -54,8 +54,10 @@ def choose_step(state, full_batch_inputs=None):
     return eager_step
 
 
-def train(state, recorder: Recorder, *, start_epoch: int = 1, on_epoch_end=None):
-    """Train ``state`` (a :class:`regfw.state.RunState`) up to ``train.epochs``, recording metrics."""
+def train(state, recorder: Recorder, *, start_epoch: int = 1, on_epoch_end=None, parallel=None):
+    """Train ``state`` (a :class:`regfw.state.RunState`) up to ``train.epochs``, recording metrics.
+
+    ``parallel``: a :class:`regfw.distributed.Parallel` when torchrun started this process."""
     import torch
 
     settings, data, model, history = state.config.train, state.data, state.model, state.history
@@ -65,8 +67,13 @@ def train(state, recorder: Recorder, *, start_epoch: int = 1, on_epoch_end=None)
     x, y = data.x_train, data.y_train
     n = len(x)
     batch = n if settings["batch_size"] == "full" else min(settings["batch_size"], n)
-    full_batch = batch >= n
-    step = choose_step(state, full_batch_inputs=(x, y) if full_batch else None)
+    # Data-parallel: every global batch, a full one too, is split across the ranks and stepped
+    # through the DDP-wrapped model (the fast paths would not all-reduce the gradients).
+    full_batch = batch >= n and parallel is None
+    if parallel is not None:
+        step = parallel.step(state)
+    else:
+        step = choose_step(state, full_batch_inputs=(x, y) if full_batch else None)
     model.train()
     shuffle_buffers = None
     for epoch in range(start_epoch, epochs + 1):
@@ -87,12 +94,16 @@ def train(state, recorder: Recorder, *, start_epoch: int = 1, on_epoch_end=None)
             hits = torch.zeros((), device=x.device) if log_now and accuracy else None
             for i in range(0, n, batch):
                 xb, yb = xs[i:i + batch], ys[i:i + batch]
+                if parallel is not None:  # this rank's rows of the global batch
+                    xb, yb = parallel.shard(xb, yb)
                 out, loss = step(xb, yb)
                 if log_now:
                     total += loss.detach() * len(xb)
                     if accuracy:
                         hits += correct(out.detach(), yb, data.task)
             if log_now:
+                if parallel is not None:  # every rank's rows: the mean over all n samples
+                    total, hits = parallel.sum(total, hits)
                 recorder.record(epoch, "train_loss", total / n)
                 if accuracy:
                     recorder.record(epoch, "train_accuracy", hits / n)

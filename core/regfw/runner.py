@@ -47,17 +47,21 @@ def artifacts_writer(entry):
 
 
 def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
-            checkpoint_every: int | None = None, resume=None) -> Outcome:
+            checkpoint_every: int | None = None, resume=None, parallel=None) -> Outcome:
     """Run ``config``. Raises :class:`RegfwError` for what fails before the run exists; once it
     exists, never raises: the outcome says how it ended.
 
     ``checkpoint_every``: save a checkpoint artifact every N epochs (:mod:`regfw.checkpoint`).
     ``resume``: a :class:`regfw.checkpoint.Resume`; the same MLflow run continues from it.
+    ``parallel``: this process's :class:`regfw.distributed.Parallel` under torchrun (one run,
+    rank 0 writes it); the caller leaves the process group afterwards.
     """
     registry = plugins.registry
-    device = resolve_device(config.device)
+    device = parallel.device(config) if parallel is not None else resolve_device(config.device)
     writer = artifacts_writer(registry.get("experiment", config.experiment))
     state = build_state(config, registry, device)
+    if parallel is not None:  # join the other ranks; on ranks other than 0 these write nothing
+        tracker, checkpoint_every, reporter = parallel.start(state, tracker, checkpoint_every, reporter)
     if checkpoint_every and not tracker.recording:
         raise RegfwError("--checkpoint-every stores checkpoints in the MLflow run; it cannot be used with --no-track")
     tracker.open()
@@ -65,7 +69,7 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
     outcome = Outcome("FAILED", None, history, device=str(device))
     outcome.seconds = resume.seconds if resume is not None else 0.0  # time spent before a resume
     started = time.monotonic()
-    tags = run_tags(config, plugins, device, state.data)
+    tags = run_tags(config, plugins, device, state.data) | (parallel.tags() if parallel is not None else {})
     # A signal while the run is being created is held back and delivered once it exists, so
     # the run is then marked KILLED instead of left RUNNING.
     with held() as early_signal:
@@ -95,7 +99,7 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
         if reporter is not None:
             reporter.start(config.experiment, config.train["epochs"], start_epoch)
         try:
-            train(state, recorder, start_epoch=start_epoch, on_epoch_end=saver)
+            train(state, recorder, start_epoch=start_epoch, on_epoch_end=saver, parallel=parallel)
         except (RegfwError, KeyboardInterrupt, Interrupted):
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. a swapped model whose shapes do not fit
@@ -115,6 +119,8 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
             reporter.finish()
         outcome.seconds = time.monotonic() - started + outcome.seconds
         with held() as late:  # the run is ending, and must end recorded: Ctrl-C waits
+            if parallel is not None:  # rank 0 learns whether another rank failed or died
+                parallel.settle(outcome)
             finish(outcome, state, tracker, recorder, writer)
         # Not re-raised (the run is already final), but reported: a sweep stops after this point.
         outcome.late_signal = late.first

@@ -37,6 +37,9 @@ def print_summary(outcome, config, tracker) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), metavar="N",
               help="Save a checkpoint in the run every N epochs; continue it with `regfw resume RUN_ID`.")
+@click.option("--nproc", type=click.IntRange(min=1), metavar="N",
+              help="Train one run on N local processes with DistributedDataParallel (started through torchrun); "
+                   "--batch-size stays the global batch. See docs/scaling.md.")
 @click.option("--sweep", is_flag=True, help="A --set with several values (optimizer.lr=0.01,0.1) makes a sweep, as `regfw sweep`.")
 @click.pass_context
 def run(ctx, **kwargs):
@@ -48,6 +51,13 @@ def run(ctx, **kwargs):
       regfw run linear --device cuda --epochs 2000
       regfw run linear --optimizer adam --set optimizer.lr=0.1
     """
+    from regfw import distributed
+
+    nproc = kwargs.pop("nproc")
+    if kwargs["sweep"] and (nproc or distributed.launched()):
+        raise RegfwError("--sweep trains many runs; data-parallel (--nproc, torchrun) trains one")
+    if nproc and distributed.launched():
+        raise RegfwError("--nproc starts torchrun itself; under torchrun leave it out")
     if kwargs.pop("sweep"):
         from regfw.cli.sweep import sweep_from_run
 
@@ -69,14 +79,23 @@ def run(ctx, **kwargs):
     else:
         tracker = MlflowTracker(tracking_uri(kwargs["tracking_uri"]), kwargs["experiment_name"] or config.experiment)
     run_name = kwargs["run_name"] or default_run_name(plugins.registry, config)
+    if nproc:  # the input is checked above, once; each process runs this command without --nproc
+        sys.exit(distributed.launch(nproc, distributed.worker_argv(sys.argv[1:])))
+    parallel = distributed.from_env()  # None unless torchrun started this process
     reporter = Reporter("quiet" if kwargs["quiet"] else "auto")
     try:
         with sigterm_as_interrupt():
             outcome = execute(config, plugins, tracker, run_name=run_name, reporter=reporter,
-                              checkpoint_every=kwargs["checkpoint_every"])
+                              checkpoint_every=kwargs["checkpoint_every"], parallel=parallel)
     except (Interrupted, KeyboardInterrupt) as exc:  # before the run existed: nothing to mark
         click.echo("regfw: error: interrupted before the run started", err=True)
         sys.exit(getattr(exc, "exit_code", 130))
+    if parallel is not None:  # only rank 0 speaks for the run; another rank says why it failed
+        parallel.close(clean=outcome.status == "FINISHED")
+        if not parallel.leader:
+            if outcome.status == "FAILED":
+                click.echo(f"regfw: error: process {parallel.rank}: {outcome.error}", err=True)
+            sys.exit(outcome.exit_code)
     if not kwargs["quiet"]:
         print_summary(outcome, config, tracker)
     if outcome.error:
