@@ -12,7 +12,7 @@ setup: $(STAMP)
 # takes the local build instead of the newest multi-GB release.
 $(STAMP): pyproject.toml constraints.txt $(wildcard examples/*/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,ray]'
 	@set -e; for d in examples/*/; do if [ -f "$$d/pyproject.toml" ]; then \
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e "$$d"; fi; done
 	touch $(STAMP)
