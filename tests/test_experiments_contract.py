@@ -43,6 +43,10 @@ def tiny_root(tmp_path) -> str:
 def data_sets(dataset: str, tmp_path) -> list[tuple[str, object]]:
     """--set values that make ``dataset`` buildable here (no download: tiny local files)."""
     params = REGISTRY.get("dataset", dataset).params
+    if "path" in params:  # a file-backed dataset (table): a small CSV whose target reads as numbers or classes
+        path = tmp_path / "table.csv"
+        path.write_text("a,b,y\n" + "".join(f"{i % 7},{i * 0.5},{i % 3}\n" for i in range(48)))
+        return [("dataset.path", str(path)), ("dataset.target", "y")]
     if "root" not in params:
         return []
     sets = [("dataset.root", tiny_root(tmp_path))]

@@ -43,7 +43,7 @@ class Checkpointer:
 
     def __init__(self, every: int, tracker, state, recorder, *, seconds=lambda: 0.0, after=None):
         if not tracker.recording or tracker.run_id is None:
-            raise RegfwError("--checkpoint-every stores checkpoints in the MLflow run; it cannot be used with --no-track")
+            raise RegfwError("checkpoint_every needs a tracked run: checkpoints are stored in the MLflow run")
         self.every, self.tracker, self.state, self.recorder, self.seconds = every, tracker, state, recorder, seconds
         # Continue the slot rotation of the run being resumed: never overwrite its newest checkpoint.
         self.count = (after.slot + 1) if after is not None else 0

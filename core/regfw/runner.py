@@ -63,7 +63,7 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
     if parallel is not None:  # join the other ranks; on ranks other than 0 these write nothing
         tracker, checkpoint_every, reporter = parallel.start(state, tracker, checkpoint_every, reporter)
     if checkpoint_every and not tracker.recording:
-        raise RegfwError("--checkpoint-every stores checkpoints in the MLflow run; it cannot be used with --no-track")
+        raise RegfwError("checkpoint_every needs a tracked run: checkpoints are stored in the MLflow run")
     tracker.open()
     history = state.history
     outcome = Outcome("FAILED", None, history, device=str(device))

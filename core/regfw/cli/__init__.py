@@ -52,8 +52,9 @@ class RegfwGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
             if os.environ.get("REGFW_DEBUG") == "1":
                 raise
-            text = " ".join(str(exc).split())[:200]
-            _fail(f"unexpected {type(exc).__name__}: {text} (REGFW_DEBUG=1 shows the traceback)", 1)
+            from regfw.errors import one_line
+
+            _fail(f"unexpected {one_line(exc)} (REGFW_DEBUG=1 shows the traceback)", 1)
         sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from regfw.conformance.results import Failed, Skipped
-from regfw.errors import RegfwError, one_line
+from regfw.errors import RegfwError, squeeze, one_line
 from regfw.registry import Entry
 
 SAMPLE_ROWS = 256  # training rows used per check: enough for mini-batches, fast on any dataset
@@ -51,7 +51,7 @@ def build_data(entry: Entry, params: dict, seed_value: int):
     try:
         data = entry.factory(generator=torch.Generator().manual_seed(seed_value), **params)
     except RegfwError as exc:
-        reason = " ".join(str(exc).split())
+        reason = squeeze(str(exc), limit=10_000)
         if not reason.startswith(f"dataset '{entry.name}'"):
             reason = f"dataset '{entry.name}': {reason}"
         raise Skipped(f"cannot be built here: {reason if len(reason) <= 240 else reason[:237] + '...'}") from exc

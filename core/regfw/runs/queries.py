@@ -7,8 +7,8 @@ import math
 import sys
 from dataclasses import dataclass, field
 
-from regfw.errors import RegfwError, did_you_mean
-from regfw.store import tags as T
+from regfw.errors import RegfwError, did_you_mean, squeeze
+from regfw.store import keys, tags as T
 
 PAGE = 1000
 
@@ -51,7 +51,7 @@ def _experiments(client, name: str | None, uri: str) -> dict[str, str]:
 
 def _mlflow_error(exc: Exception) -> str:
     text = getattr(exc, "message", None) or str(exc)
-    return " ".join(str(text).split())[:200]
+    return squeeze(str(text))
 
 
 def search(client, uri: str, experiment: str | None = None, *, filter_string: str = "",
@@ -62,7 +62,7 @@ def search(client, uri: str, experiment: str | None = None, *, filter_string: st
     experiments = _experiments(client, experiment, uri)
     if not experiments:
         return []
-    clauses = [c for c in (filter_string.strip(),) if c]
+    clauses = [c for c in (keys.filter_string(filter_string.strip()),) if c]
     if sweep:
         if "'" in sweep:
             raise RegfwError(f"--sweep expects a sweep id, got {sweep!r}")
@@ -93,7 +93,7 @@ def _row(run, experiments: dict) -> RunRow:
     info = run.info
     return RunRow(info.run_id, info.run_name or "", info.status, experiments.get(info.experiment_id, info.experiment_id),
                   info.start_time, info.end_time, dict(run.data.params),
-                  {k: unclamp(v) for k, v in run.data.metrics.items()}, dict(run.data.tags))
+                  {keys.plain(k): unclamp(v) for k, v in run.data.metrics.items()}, dict(run.data.tags))
 
 
 def unclamp(value: float) -> float:
@@ -149,7 +149,9 @@ def histories(client, rows: list[RunRow], names) -> dict[str, dict[str, list[tup
         curves = {}
         for name in names:
             if name in row.metrics:
-                points = client.get_metric_history(row.run_id, name)
+                # Runs written before metrics had chart sections keep the plain name.
+                points = client.get_metric_history(row.run_id, keys.stored(name)) or \
+                    client.get_metric_history(row.run_id, name)
                 curves[name] = sorted((m.step, unclamp(m.value)) for m in points)
         out[row.run_id] = curves
     return out

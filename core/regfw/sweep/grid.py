@@ -151,7 +151,7 @@ def build_grid(registry, experiment: str, *, sets=(), seeds: str | None = None, 
     The grid is counted before any point is resolved: above ``max_points`` it is refused with
     its size. ``flag_options`` names the option that set each key in ``flags`` (for messages)."""
     from regfw.config import PARTS, parse_set, resolve, split_assignment
-    from regfw.naming import default_run_name
+    from regfw.naming import point_names
 
     swaps = {k: v for k, v in (swaps or {}).items() if v is not None}
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
@@ -214,7 +214,7 @@ def build_grid(registry, experiment: str, *, sets=(), seeds: str | None = None, 
         except RegfwError as exc:
             where = " ".join(f"{k}={v}" for k, v in chosen.items())
             raise RegfwError(f"{exc} (sweep point {where})" if where else str(exc)) from None
-        point = Point(index, chosen, config)
-        point.run_name = default_run_name(registry, config)
-        points.append(point)
+        points.append(Point(index, chosen, config))
+    for point, name in zip(points, point_names(registry, [p.config for p in points], [a.key for a in axes])):
+        point.run_name = name
     return Grid(experiment, axes, points)
