@@ -41,6 +41,7 @@ def print_summary(outcome, config, tracker) -> None:
               help="Train one run on N local processes with DistributedDataParallel (started through torchrun); "
                    "--batch-size stays the global batch. See docs/scaling.md.")
 @click.option("--sweep", is_flag=True, help="A --set with several values (optimizer.lr=0.01,0.1) makes a sweep, as `regfw sweep`.")
+@click.option("--vectorize", is_flag=True, help="With --sweep: train compatible points as one stacked program.")
 @click.pass_context
 def run(ctx, **kwargs):
     """Train EXPERIMENT and record the run in MLflow.
@@ -58,6 +59,8 @@ def run(ctx, **kwargs):
         raise RegfwError("--sweep trains many runs; data-parallel (--nproc, torchrun) trains one")
     if nproc and distributed.launched():
         raise RegfwError("--nproc starts torchrun itself; under torchrun leave it out")
+    if kwargs["vectorize"] and not kwargs["sweep"]:
+        raise RegfwError("--vectorize goes with --sweep (one run has nothing to stack)")
     if kwargs.pop("sweep"):
         from regfw.cli.sweep import sweep_from_run
 

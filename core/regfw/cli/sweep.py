@@ -26,6 +26,23 @@ def print_point(result, point, total: int) -> None:
     click.echo(line)
 
 
+def _numbers(indices) -> str:
+    return ",".join(str(i + 1) for i in indices)
+
+
+def print_plan(plan, points) -> None:
+    """--vectorize: the buckets, then one line per reason that sends points the normal way."""
+    sizes = [len(b) for b in plan.buckets]
+    click.echo(f"vectorized: {sum(sizes)} point{'s' * (sum(sizes) != 1)} in {len(sizes)} "
+               f"bucket{'s' * (len(sizes) != 1)}" + (f" of {', '.join(map(str, sizes))}" if sizes else ""))
+    for reason, positions in plan.reasons().items():
+        print_fallback([points[p].index for p in positions], reason, points)
+
+
+def print_fallback(indices, reason: str, points) -> None:
+    click.echo(f"  not vectorized, point{'s' * (len(indices) != 1)} {_numbers(indices)}: {reason}")
+
+
 def _grid_from_options(plugins, kwargs: dict):
     from regfw.config import load_config_file
     from regfw.sweep import build_grid
@@ -55,6 +72,10 @@ def _grid_from_options(plugins, kwargs: dict):
 @click.option("--dry-run", is_flag=True, help="Print the points and their run names; run nothing.")
 @click.option("--max-points", type=click.IntRange(min=1), metavar="N",
               help=f"Run a grid of up to N points (default {DEFAULT_MAX_POINTS}; a bigger grid is refused with its size).")
+@click.option("--vectorize", is_flag=True,
+              help="Train compatible points together as one stacked program (docs/comparing.md, 'When points batch').")
+@click.option("--max-bucket", type=click.IntRange(min=1), metavar="N",
+              help="With --vectorize: at most N points per stacked program (default: a memory budget).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def sweep(**kwargs):
     """Run EXPERIMENT over a grid: one MLflow parent run, one child run per point.
@@ -88,6 +109,10 @@ def sweep(**kwargs):
     from regfw.store import default_tracking_uri, tracking_uri
     from regfw.sweep import run_sweep
 
+    if kwargs["vectorize"] and kwargs["jobs"] > 1:
+        from regfw.errors import RegfwError
+
+        raise RegfwError("--vectorize does not combine with --jobs yet: use one or the other")
     uri = tracking_uri(kwargs["tracking_uri"])
     experiment_name = kwargs["experiment_name"] or grid.experiment
     if not quiet:
@@ -101,7 +126,14 @@ def sweep(**kwargs):
             print_point(result, point, total)
 
     reporter = Reporter("bar") if not quiet and sys.stderr.isatty() and kwargs["jobs"] == 1 else None
-    outcome = run_sweep(grid, uri, experiment_name, jobs=kwargs["jobs"], reporter=reporter, on_result=on_result)
+    if kwargs["max_bucket"] and not kwargs["vectorize"]:
+        from regfw.errors import RegfwError
+
+        raise RegfwError("--max-bucket goes with --vectorize")
+    outcome = run_sweep(grid, uri, experiment_name, jobs=kwargs["jobs"], reporter=reporter, on_result=on_result,
+                        vectorize=kwargs["vectorize"], max_bucket=kwargs["max_bucket"],
+                        on_plan=None if quiet else lambda plan: print_plan(plan, grid.points),
+                        on_fallback=None if quiet else lambda indices, why: print_fallback(indices, why, grid.points))
     if not quiet:
         done = sum(r.status == "FINISHED" for r in outcome.results)
         click.echo(f"sweep {outcome.sweep_id} {outcome.status.lower()}: {done} finished, {outcome.failed} failed"
@@ -132,7 +164,8 @@ def sweep_from_run(ctx: click.Context, kwargs: dict):
             raise RegfwError(f"{option} does not go with --sweep (each point gets its own run)")
     known = {p.name for p in sweep.params}
     args = {k: v for k, v in kwargs.items() if k in known}
-    args.update(seeds=None, jobs=kwargs.get("jobs") or 1, dry_run=False, max_points=None)
+    args.update(seeds=None, jobs=kwargs.get("jobs") or 1, dry_run=False, max_points=None,
+                vectorize=bool(kwargs.get("vectorize")), max_bucket=None)
     return ctx.invoke(sweep, **args)
 
 

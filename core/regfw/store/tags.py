@@ -51,6 +51,8 @@ SWEEP_FAILED = "regfw.sweep_failed"
 SWEEP_FINISHED = "regfw.sweep_finished"
 SWEEP_NOT_RUN = "regfw.sweep_not_run"
 PARENT = "mlflow.parentRunId"
+# Vectorized sweeps (--vectorize): the stacked program a child run trained in, "bucket 2, 32 points".
+BUCKET = "regfw.bucket"
 # Data-parallel runs (torchrun, `regfw run --nproc N`); absent on a single-process run.
 WORLD_SIZE = "regfw.world_size"  # the number of processes that trained the run
 DIST_BACKEND = "regfw.dist_backend"  # gloo (CPU) or nccl (CUDA)

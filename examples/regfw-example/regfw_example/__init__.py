@@ -41,6 +41,13 @@ def make_lion(parameters, lr, beta1, beta2, weight_decay):
     return Lion(parameters, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
 
 
+def stacked_lion(optimizers, params):
+    """Lion for ``regfw sweep --vectorize`` (see docs/plugins.md, "Vectorized sweeps")."""
+    from regfw_example.lion import stacked
+
+    return stacked(optimizers, params)
+
+
 @hookimpl
 def register_datasets(register):
     register("sine", make_sine, description="y = amplitude*sin(frequency*x + phase) + N(0, noise), x in [-pi, pi)",
@@ -67,7 +74,8 @@ def register_optimizers(register):
              params={"lr": Param(1e-4, gt=0.0, help="step size (every coordinate moves by lr per step)"),
                      "beta1": Param(0.9, min=0.0, help="interpolation for the update direction"),
                      "beta2": Param(0.99, min=0.0, help="momentum decay"),
-                     "weight_decay": Param(0.0, min=0.0, help="decoupled, scaled by lr")})
+                     "weight_decay": Param(0.0, min=0.0, help="decoupled, scaled by lr")},
+             extras={"vectorized": stacked_lion})  # how N stacked Lions step: regfw sweep --vectorize
 
 
 @hookimpl

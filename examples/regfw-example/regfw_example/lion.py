@@ -39,3 +39,29 @@ class Lion(torch.optim.Optimizer):
                 p.add_(direction, alpha=-group["lr"])
                 momentum.mul_(beta2).add_(p.grad, alpha=1 - beta2)
         return loss
+
+
+def stacked(optimizers, params):
+    """Lion for N stacked models (``regfw sweep --vectorize``): ``optimizers`` are the N Lions
+    built as the single runs build them, ``params`` the stacked parameters (leading dim N), updated
+    in place by the returned ``step(grads)``. Each point keeps its own lr, betas and weight decay,
+    as (N, 1, ..., 1) columns; the ops are the ones ``Lion.step`` does, in the same order."""
+    from regfw.vectorize.optimizers import column, hyper
+
+    lrs, betas, decays = hyper(optimizers, "lr"), hyper(optimizers, "betas"), hyper(optimizers, "weight_decay")
+    cols = lambda values: [column(values, p) for p in params]  # noqa: E731
+    beta1, keep1 = cols([b[0] for b in betas]), cols([1 - b[0] for b in betas])
+    beta2, keep2 = cols([b[1] for b in betas]), cols([1 - b[1] for b in betas])
+    neg_lr = cols([-lr for lr in lrs])
+    shrink = cols([1 - lr * wd for lr, wd in zip(lrs, decays)]) if any(decays) else None
+    momenta = [torch.zeros_like(p) for p in params]
+
+    def step(grads):
+        for i, (p, g) in enumerate(zip(params, grads)):
+            direction = momenta[i].mul(beta1[i]).add_(g * keep1[i]).sign_()
+            if shrink is not None:
+                p.mul_(shrink[i])
+            p.addcmul_(direction, neg_lr[i])
+            momenta[i].mul_(beta2[i]).add_(g * keep2[i])
+
+    return step

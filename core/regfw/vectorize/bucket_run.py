@@ -1,0 +1,192 @@
+"""A bucket of sweep points run as one stacked program, each point still its own MLflow child run.
+
+Every point is built exactly as its single run (:func:`regfw.build.build_state`), gets its child
+run with the same params and tags as a sequential point plus :data:`regfw.store.tags.BUCKET`,
+trains stacked (:mod:`regfw.vectorize.train`), and ends through :func:`regfw.runner.finish`
+with its own nn.Module holding its trained values: summary, learned parameters, optimum and
+excess loss, artifacts and status are written by the same code as for a single run.
+
+Faults per point: a point whose loss turns NaN ends FAILED (``diverged at epoch ...``) while the
+others train on; Ctrl-C or SIGTERM ends every child KILLED with its metrics so far. When the
+built points turn out not to stack (shapes differ), every point runs the normal way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from regfw.errors import RegfwError, one_line
+from regfw.interrupts import Interrupted, held
+from regfw.store import tags as T
+from regfw.sweep.points import PointResult, PointTask, run_point
+
+
+@dataclass
+class BucketTask:
+    number: int  # 1, 2, ... within the sweep
+    tasks: list  # the points' PointTasks
+
+    @property
+    def index(self) -> int:
+        return self.tasks[0].index
+
+
+@dataclass
+class Timing:
+    """Where a bucket's time went (seconds): the bench reads tracking's share from it."""
+
+    build: float = 0.0
+    start_runs: float = 0.0
+    train: float = 0.0
+    finish: float = 0.0
+
+
+LAST_TIMING = Timing()
+
+
+def bucket_tag(number: int, size: int) -> str:
+    return f"bucket {number}, {size} points"
+
+
+def _build(tasks, registry, record) -> tuple[list, list]:
+    """Each point's RunState; a point that cannot be built fails alone, before its run exists."""
+    from regfw.build import build_state
+    from regfw.device import resolve_device
+
+    built = []
+    for task in tasks:
+        try:
+            built.append((task, build_state(task.config, registry, resolve_device(task.config.device))))
+        except RegfwError as exc:
+            record(PointResult(task.index, "FAILED", None, str(exc), exit_code=1))
+    return [t for t, _ in built], [s for _, s in built]
+
+
+def _stack(states, registry):
+    """(stack, step) or (None, reason)."""
+    from regfw.vectorize.optimizers import stacked, unsupported
+    from regfw.vectorize.stack import shape_reason, stack_states
+
+    reason = shape_reason(states)
+    entry = registry.get("optimizer", states[0].config.optimizer.name)
+    factory = entry.extras.get("vectorized")
+    if reason is None and not callable(factory):
+        reason = unsupported(states[0].optimizer)
+    if reason:
+        return None, reason
+    stack = stack_states(states)
+    aliases = [leaf.detach() for leaf in stack.leaves]  # same storage, updated outside autograd
+    try:
+        return stack, stacked([s.optimizer for s in states], aliases, factory if callable(factory) else None)
+    except Exception as exc:  # noqa: BLE001 - a plugin's factory: fall back, naming it
+        return None, f"optimizer '{entry.name}' from plugin '{entry.plugin}' cannot stack: {one_line(exc)}"
+
+
+def _start_runs(tasks, states, plugins, size: int, number: int) -> list:
+    from regfw.provenance import run_tags
+    from regfw.store import MlflowTracker
+
+    base = run_tags(states[0].config, plugins, states[0].device)  # one git call for the bucket
+    trackers = []
+    for task, state in zip(tasks, states):
+        tracker = MlflowTracker(task.uri, task.experiment_name,
+                                extra_tags=task.tags | {T.BUCKET: bucket_tag(number, size)})
+        if trackers:  # one connection for the bucket
+            tracker.client, tracker.experiment_id = trackers[0].client, trackers[0].experiment_id
+        else:
+            tracker.open()
+        trackers.append(tracker)
+        tags = base | {T.SEED: state.config.seed} | state.data.tags
+        with held() as signals:  # a signal while the run is created: it exists first, then ends KILLED
+            tracker.start(task.run_name, state.config.flat_params(), tags)
+            if state.data.source:
+                tracker.log_input(state.data.source)
+        signals.deliver()
+    return trackers
+
+
+def run_bucket(bucket: BucketTask, record, on_fallback=None) -> BaseException | None:
+    """Run the bucket, calling ``record(result)`` per point; return the interrupt that stopped it."""
+    from regfw.plugins import get_plugins
+    from regfw.recorder import History, Recorder
+    from regfw.runner import Outcome, artifacts_writer, finish
+    from regfw.vectorize.record import StackRecorder
+    from regfw.vectorize.train import train_stack
+
+    timing = Timing()
+    globals()["LAST_TIMING"] = timing
+    clock = time.monotonic()
+    plugins = get_plugins()
+    registry = plugins.registry
+    tasks, states = _build(bucket.tasks, registry, record)
+    stack, step = _stack(states, registry) if len(states) > 1 else (None, "the other points could not be built")
+    if stack is None:
+        if on_fallback is not None:
+            on_fallback([t.index for t in tasks], step)
+        return _one_by_one(tasks, record)
+    timing.build, clock = time.monotonic() - clock, time.monotonic()
+    writer = artifacts_writer(registry.get("experiment", states[0].config.experiment))
+    trackers = []
+    try:
+        trackers = _start_runs(tasks, states, plugins, len(states), bucket.number)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        for tracker in trackers:
+            tracker.end_quietly("KILLED")
+        return exc
+    timing.start_runs, clock = time.monotonic() - clock, time.monotonic()
+    outcomes = [Outcome("FAILED", tr.run_id, s.history, device=str(s.device)) for tr, s in zip(trackers, states)]
+    recorder = StackRecorder([s.history for s in states], [tr.log_metrics for tr in trackers])
+    interrupted, error, done = None, None, 0
+    try:
+        done = train_stack(stack, step, recorder)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        interrupted = exc
+    except Exception as exc:  # noqa: BLE001 - e.g. a plugin model failing mid-training
+        error = f"training failed at epoch {max(s.history.epochs_done for s in states) + 1}: {one_line(exc)}"
+    seconds = time.monotonic() - clock
+    timing.train, clock = seconds, time.monotonic()
+    if interrupted is not None:
+        done = min((s.history.epochs_done for i, s in enumerate(states) if i not in recorder.dead), default=done)
+        recorder.cut(done)
+    late = None
+    with held() as late_signals:  # every child must end recorded: Ctrl-C waits
+        try:
+            recorder.drain()
+        except Exception:  # noqa: BLE001 - keep going: the statuses must still be written
+            pass
+        stack.copy_back()
+        for i, (outcome, state, tracker, task) in enumerate(zip(outcomes, states, trackers, tasks)):
+            outcome.seconds = seconds
+            if i in recorder.dead:
+                outcome.error, outcome.exit_code = str(recorder.dead[i]), 3
+            elif interrupted is not None:
+                outcome.status, outcome.exit_code = "KILLED", getattr(interrupted, "exit_code", 130)
+                outcome.error = f"interrupted at epoch {state.history.epochs_done}"
+            elif error is not None:
+                outcome.error, outcome.exit_code = error, 1
+            else:
+                outcome.status = "FINISHED"
+            try:
+                finish(outcome, state, tracker, Recorder(state.history, tracker.log_metrics), writer)
+            except Exception as exc:  # noqa: BLE001 - the store went away: this point fails, the rest are written
+                tracker.end_quietly("FAILED")
+                outcome.status, outcome.error = "FAILED", one_line(exc)
+            record(PointResult(task.index, outcome.status, outcome.run_id, outcome.error, outcome.seconds,
+                               dict(outcome.summary), outcome.exit_code))
+    late = late_signals.first
+    timing.finish = time.monotonic() - clock
+    if interrupted is not None:
+        return interrupted
+    return Interrupted(128 + late) if late is not None else None
+
+
+def _one_by_one(tasks: list[PointTask], record) -> BaseException | None:
+    for task in tasks:
+        result = run_point(task)
+        record(result)
+        if result.status == "KILLED":
+            return Interrupted(result.exit_code or 130)
+        if result.stop_signal is not None:
+            return Interrupted(128 + result.stop_signal)
+    return None

@@ -1,0 +1,63 @@
+"""Metric curves of N stacked points, read back in one sync per drain and split per point.
+
+The stacked loop records one (N,) tensor per metric and log point; a drain stacks them, reads
+them back with one ``tolist()`` and hands each point its own rows (its ``History`` and its
+tracker's buffered ``log_metrics``), exactly the rows its single run's :class:`regfw.recorder.Recorder`
+would write. A point whose loss turns NaN or infinite is dead from that epoch: its rows stop
+there (the bad one kept, as a single run keeps it), it gets a :class:`Diverged`, the others go on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from regfw.recorder import DRAIN_SECONDS, Diverged
+
+
+class StackRecorder:
+    def __init__(self, histories: list, sinks: list):
+        self.histories, self.sinks = histories, sinks
+        self.pending: list = []  # (epoch, name, tensor (N,))
+        self.dead: dict = {}  # position -> Diverged
+        self.last_drain = time.monotonic()
+
+    @property
+    def alive(self) -> int:
+        return len(self.histories) - len(self.dead)
+
+    def record(self, epoch: int, name: str, values) -> None:
+        self.pending.append((epoch, name, values))
+
+    def maybe_drain(self) -> None:
+        if time.monotonic() - self.last_drain >= DRAIN_SECONDS:
+            self.drain()
+
+    def cut(self, epoch: int) -> None:
+        """Drop what an epoch cut short by a signal recorded (a single run does the same)."""
+        self.pending = [p for p in self.pending if p[0] <= epoch]
+
+    def drain(self) -> None:
+        self.last_drain = time.monotonic()
+        if not self.pending:
+            return
+        import torch
+
+        from regfw.interrupts import held
+
+        with held() as signals:  # rows taken out of `pending` reach the trackers' buffers first
+            pending, self.pending = self.pending, []
+            table = torch.stack([v.detach().float().reshape(-1) for _, _, v in pending]).tolist()
+            for i, (history, sink) in enumerate(zip(self.histories, self.sinks)):
+                if i in self.dead:
+                    continue
+                rows = [(name, values[i], epoch) for (epoch, name, _), values in zip(pending, table)]
+                bad = next(((e, n, v) for n, v, e in rows if "loss" in n and not math.isfinite(v)), None)
+                if bad is not None:
+                    rows = [r for r in rows if r[2] <= bad[0]]
+                    self.dead[i] = Diverged(*bad)
+                    history.epochs_done = bad[0]
+                for name, value, epoch in rows:
+                    history.curves[name].append((epoch, value))
+                sink(rows)
+        signals.deliver()

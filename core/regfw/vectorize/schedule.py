@@ -1,0 +1,28 @@
+"""A planned vectorized sweep in this process: buckets and lone points, in grid order."""
+
+from __future__ import annotations
+
+from regfw.interrupts import Interrupted
+from regfw.sweep.points import run_point
+from regfw.vectorize.bucket_run import BucketTask, run_bucket
+
+
+def run_planned(plan, tasks: list, record, reporter=None, on_fallback=None) -> BaseException | None:
+    """Run ``plan`` (a :class:`regfw.vectorize.Plan` over ``tasks``' positions), calling
+    ``record(result)`` per point; return the interrupt that stopped the sweep, if any."""
+    work = [(bucket[0], BucketTask(number, [tasks[i] for i in bucket]))
+            for number, bucket in enumerate(plan.buckets, start=1)]
+    work += [(position, tasks[position]) for position, _ in plan.alone]
+    for _, item in sorted(work, key=lambda pair: pair[0]):
+        if isinstance(item, BucketTask):
+            stopped = run_bucket(item, record, on_fallback)
+            if stopped is not None:
+                return stopped
+            continue
+        result = run_point(item, reporter)
+        record(result)
+        if result.status == "KILLED":
+            return Interrupted(result.exit_code or 130)
+        if result.stop_signal is not None:
+            return Interrupted(128 + result.stop_signal)
+    return None

@@ -1,0 +1,152 @@
+"""N built points as one stacked program: parameters along dim 0, one vmapped forward.
+
+Each point is built by :func:`regfw.build.build_state`, exactly as its single run builds it
+(seed, data, model, loss, device, optimizer, shuffle generator), so the stacked program starts
+from the same weights and data. ``torch.func.stack_module_state`` stacks the N models;
+``vmap(functional_call)`` runs them as one; their losses are summed and ONE
+``torch.autograd.grad`` gives every model exactly its own gradient (the models share nothing).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from regfw.errors import one_line
+
+
+@dataclass
+class Stack:
+    states: list  # the N RunStates (real modules: the trained values are copied back at the end)
+    base: object  # a parameter-free copy of the model on the meta device: functional_call's template
+    names: list  # parameter names, in the models' order
+    leaves: list  # stacked parameters (N, ...), requires_grad
+    buffers: dict  # stacked buffers
+    loss_fn: object
+    x: object  # (N, n, ...) or the one shared tensor
+    y: object
+    x_test: object = None
+    y_test: object = None
+    shared_data: bool = False
+    _vmapped: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.states)
+
+    def forward(self, x, y, *, train: bool = True, shared: bool | None = None):
+        """Per-point outputs and losses (N,); ``shared``: x and y are one tensor for every point."""
+        import torch
+
+        shared = self.shared_data if shared is None else shared
+        fn = self._vmapped.get(shared)
+        if fn is None:
+            fn = self._vmapped[shared] = self._make(shared)
+        if self.base.training != train:  # a module walk only when the mode changes (evaluation)
+            self.base.train(train)
+        if train:
+            return fn(self.leaves, self.buffers, x, y)
+        with torch.no_grad():
+            return fn(self.leaves, self.buffers, x, y)
+
+    def _make(self, shared: bool):
+        """The vmapped forward, built once: vmap's own set-up stays out of the step."""
+        from torch.func import functional_call, vmap
+
+        base, loss_fn, names = self.base, self.loss_fn, self.names
+
+        def one(leaves, buffers, xb, yb):
+            out = functional_call(base, ({**dict(zip(names, leaves)), **buffers}), (xb,))
+            return out, loss_fn(out, yb)
+
+        dims = None if shared else 0
+        return vmap(one, in_dims=(0, 0, dims, dims))
+
+    def copy_back(self) -> None:
+        """The trained values into each point's own nn.Module, for summaries and artifacts."""
+        import torch
+
+        with torch.no_grad():
+            for i, state in enumerate(self.states):
+                params = dict(state.model.named_parameters())
+                for name, leaf in zip(self.names, self.leaves):
+                    params[name].copy_(leaf[i])
+                for name, buf in state.model.named_buffers():
+                    if name in self.buffers:
+                        buf.copy_(self.buffers[name][i])
+
+
+def _same(tensors) -> bool:
+    import torch
+
+    first = tensors[0]
+    return all(t is first or (t.shape == first.shape and torch.equal(t, first)) for t in tensors[1:])
+
+
+def stack_states(states: list) -> Stack:
+    """Stack N built points (same architecture; data of one shape)."""
+    import torch
+    from torch.func import stack_module_state
+
+    models = [s.model for s in states]
+    params, buffers = stack_module_state(models)
+    names = [name for name, _ in models[0].named_parameters()]
+    leaves = [params[name].detach().requires_grad_(True) for name in names]
+    buffers = {k: v.detach() for k, v in buffers.items()}
+    base = copy.deepcopy(models[0]).to("meta").train()
+    data = [s.data for s in states]
+    shared = _same([d.x_train for d in data]) and _same([d.y_train for d in data]) and (
+        not data[0].has_test or (_same([d.x_test for d in data]) and _same([d.y_test for d in data])))
+    pick = (lambda ts: ts[0]) if shared else torch.stack
+    stack = Stack(states, base, names, leaves, buffers, states[0].loss_fn,
+                  pick([d.x_train for d in data]), pick([d.y_train for d in data]), shared_data=shared)
+    if data[0].has_test:
+        stack.x_test, stack.y_test = pick([d.x_test for d in data]), pick([d.y_test for d in data])
+    return stack
+
+
+def shape_reason(states: list) -> str | None:
+    """Why these built points cannot be stacked, or None."""
+    first = states[0]
+    shapes = lambda s: [(n, tuple(p.shape), p.dtype) for n, p in s.model.named_parameters()]  # noqa: E731
+    data = lambda s: [None if t is None else (tuple(t.shape), t.dtype)  # noqa: E731
+                      for t in (s.data.x_train, s.data.y_train, s.data.x_test, s.data.y_test)] + [s.data.task]
+    for state in states[1:]:
+        if type(state.model) is not type(first.model) or shapes(state) != shapes(first):
+            return "the models' parameters differ in shape"
+        if data(state) != data(first):
+            return "the datasets differ in shape"
+    return None
+
+
+def probe(states: list) -> str | None:
+    """Try one stacked forward and backward on a batch before anything trains: the reason the
+    model cannot be vmapped (data-dependent control flow, in-place buffer updates such as
+    BatchNorm's running statistics, randomness such as dropout), or None."""
+    import torch
+
+    if not list(states[0].model.parameters()):
+        return "the model has no parameters"
+    pair = states[:2] if len(states) > 1 else states * 2
+    reason = shape_reason(pair)
+    if reason:
+        return reason
+    try:
+        stack = stack_states(pair)
+        before = {k: v.clone() for k, v in stack.buffers.items()}
+        batch = pair[0].config.train["batch_size"]
+        rows = len(pair[0].data.x_train) if batch == "full" else min(int(batch), len(pair[0].data.x_train))
+        x = stack.x[:rows] if stack.shared_data else stack.x[:, :rows]
+        y = stack.y[:rows] if stack.shared_data else stack.y[:, :rows]
+        out, losses = stack.forward(x, y)
+        if losses.shape != (2,):
+            return f"the loss is not one number per model (shape {tuple(losses.shape[1:])})"
+        grads = torch.autograd.grad(losses.sum(), stack.leaves, allow_unused=True)
+        missing = [name for name, g in zip(stack.names, grads) if g is None]
+        if missing:
+            return f"parameter {missing[0]} gets no gradient (a stacked optimizer would still move it)"
+        if any(not torch.equal(before[k], v) for k, v in stack.buffers.items()):
+            return "the model updates its buffers in place (e.g. BatchNorm's running statistics)"
+    except Exception as exc:  # noqa: BLE001 - whatever torch.func refuses is the reason
+        return f"torch.func cannot vmap the model: {one_line(exc)}"
+    return None

@@ -1,0 +1,103 @@
+"""The stacked training loop: :func:`regfw.engine.train` for N points at once.
+
+Per step: one vmapped forward of every model on its own batch, the N losses summed, ONE
+``torch.autograd.grad`` on the stacked parameters (each model gets exactly its own gradient:
+they share nothing), one stacked optimizer update. Mini-batches come from each point's own
+shuffle generator, drawn as its single run draws them; metrics are the single run's, per point,
+at the same log points.
+"""
+
+from __future__ import annotations
+
+from regfw.metrics import correct
+from regfw.recorder import default_log_every
+
+
+def _per_point_correct(out, target, task: str):
+    from torch.func import vmap
+
+    return vmap(lambda o, t: correct(o, t, task))(out, target)
+
+
+def shuffled_batches(stack, perms):
+    """Every point's training data in its own order: (N, n, ...) copies."""
+    import torch
+
+    if stack.shared_data:
+        return stack.x[perms], stack.y[perms]
+    rows = torch.arange(stack.size, device=stack.x.device).unsqueeze(1)
+    return stack.x[rows, perms], stack.y[rows, perms]
+
+
+def train_stack(stack, step, recorder, *, on_epoch_end=None) -> int:
+    """Train the stacked points up to ``train.epochs``; return the last epoch completed. Stops
+    early when every point has diverged."""
+    import torch
+
+    settings = stack.states[0].config.train
+    data = stack.states[0].data
+    epochs = settings["epochs"]
+    log_every = settings["log_every"] or default_log_every(epochs)
+    accuracy = "accuracy" in settings["metrics"]
+    x, y = stack.x, stack.y
+    n = len(data.x_train)
+    batch = n if settings["batch_size"] == "full" else min(settings["batch_size"], n)
+    full_batch = batch >= n
+    leaves, grad = stack.leaves, torch.autograd.grad
+    generators = [s.generator for s in stack.states]
+    done = 0
+    for epoch in range(1, epochs + 1):
+        log_now = epoch % log_every == 0 or epoch == epochs or epoch == 1
+        if full_batch:
+            out, losses = stack.forward(x, y)
+            step(grad(losses.sum(), leaves))
+            if log_now:
+                recorder.record(epoch, "train_loss", losses)
+                if accuracy:
+                    recorder.record(epoch, "train_accuracy", _per_point_correct(out.detach(), y if not stack.shared_data
+                                    else y.expand(stack.size, *y.shape), data.task) / n)
+        else:
+            shared = stack.shared_data
+            xs, ys = x, y
+            if settings["shuffle"]:
+                perms = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
+                xs, ys = shuffled_batches(stack, perms)
+                shared = False
+            total = torch.zeros(stack.size, device=x.device) if log_now else None
+            hits = torch.zeros(stack.size, device=x.device) if log_now and accuracy else None
+            for i in range(0, n, batch):
+                xb, yb = (xs[i:i + batch], ys[i:i + batch]) if shared else (xs[:, i:i + batch], ys[:, i:i + batch])
+                out, losses = stack.forward(xb, yb, shared=shared)
+                step(grad(losses.sum(), leaves))
+                if log_now:
+                    rows = xb.shape[0] if shared else xb.shape[1]
+                    total += losses.detach() * rows
+                    if accuracy:
+                        target = yb.expand(stack.size, *yb.shape) if shared else yb
+                        hits += _per_point_correct(out.detach(), target, data.task)
+            if log_now:
+                recorder.record(epoch, "train_loss", total / n)
+                if accuracy:
+                    recorder.record(epoch, "train_accuracy", hits / n)
+        if log_now and data.has_test:
+            evaluate(stack, accuracy, epoch, recorder)
+        done = epoch
+        for i, state in enumerate(stack.states):
+            if i not in recorder.dead:
+                state.history.epochs_done = epoch
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+        recorder.maybe_drain()
+        if not recorder.alive:
+            break
+    recorder.drain()
+    return done
+
+
+def evaluate(stack, accuracy: bool, epoch: int, recorder) -> None:
+    out, losses = stack.forward(stack.x_test, stack.y_test, train=False)
+    recorder.record(epoch, "test_loss", losses)
+    if accuracy:
+        target = stack.y_test.expand(stack.size, *stack.y_test.shape) if stack.shared_data else stack.y_test
+        recorder.record(epoch, "test_accuracy",
+                        _per_point_correct(out, target, stack.states[0].data.task) / len(stack.states[0].data.x_test))
