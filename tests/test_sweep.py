@@ -160,7 +160,7 @@ def test_sweep_makes_one_parent_and_a_child_per_point(invoke, store):
     assert combos == {(lr, s) for lr in ("0.001", "0.01", "0.1") for s in ("0", "1")}
     assert sorted(int(c.data.tags["regfw.sweep_index"]) for c in children) == list(range(6))
     names = {c.info.run_name for c in children}
-    assert "linear lr=0.1 epochs=50" in names and "linear seed=1 lr=0.1 epochs=50" in names
+    assert "linear lr=0.1 seed=0 epochs=50" in names and "linear lr=0.1 seed=1 epochs=50" in names
     # The sweep measures something real: after 50 epochs a larger step has a lower loss, every seed.
     loss = {(c.data.params["optimizer.lr"], c.data.params["seed"]): c.data.metrics["final_train_loss"] for c in children}
     for seed in ("0", "1"):

@@ -1,18 +1,62 @@
-"""Run names: the experiment plus what the user changed, e.g. ``linear lr=0.1 seed=2``."""
+"""Run names: the experiment plus what the user changed, e.g. ``linear lr=0.1 seed=2``.
+
+Only changes are named: a swapped-in component (``optimizer=adam``) is compared with its own
+defaults, not with the tuned values of the component it replaced, so its untouched defaults stay out
+of the name. Shorter parts come first, so a name cut short by a narrow column still tells runs
+apart. A sweep's points always name the swept axes, first and in the sweep's order: no point is
+named like the plain run, and every point's name is distinct.
+"""
 
 from __future__ import annotations
 
-from regfw.config import resolve
+from regfw.config import PARTS, resolve
+from regfw.errors import RegfwError
+
+HIDDEN = ("experiment", "device")
 
 
-def default_run_name(registry, config) -> str:
-    """The experiment plus every value that differs from the experiment's own defaults."""
-    base = resolve(registry, config.experiment).flat_params()
-    parts = [config.experiment]
-    for key, value in config.flat_params().items():
-        if key in ("experiment", "device") or base.get(key) == value:
-            continue
-        short = key.rsplit(".", 1)[-1] if "." in key else key
-        shown = ",".join(map(str, value)) if isinstance(value, list) else value
-        parts.append(f"{short}={shown}")
-    return " ".join(parts)
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _labels(keys) -> dict[str, str]:
+    """``optimizer.lr`` -> ``lr``, unless two keys would share the short form."""
+    shorts = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if shorts.count(s) == 1 else k) for k, s in zip(keys, shorts)}
+
+
+def _baseline(registry, config, cache: dict) -> dict:
+    """What the run would be with nothing changed but its choice of components."""
+    swaps = tuple((part, getattr(config, part).name) for part in PARTS)
+    key = (config.experiment, swaps)
+    if key not in cache:
+        plain = resolve(registry, config.experiment).flat_params()
+        try:
+            swapped = resolve(registry, config.experiment, swaps=dict(swaps)).flat_params()
+        except RegfwError:  # a component that cannot start from its own defaults: compare with the plain run
+            swapped = plain
+        # Component names compare with the experiment's own choice; their params with their own defaults.
+        cache[key] = swapped | {part: plain[part] for part in PARTS}
+    return cache[key]
+
+
+def default_run_name(registry, config, axes=(), cache: dict | None = None) -> str:
+    """The experiment, then the swept ``axes`` (always), then every other value that differs from
+    the defaults, shortest first."""
+    base = _baseline(registry, config, {} if cache is None else cache)
+    flat = config.flat_params()
+    labels = _labels(list(flat))
+    named = [f"{labels[k]}={_shown(flat[k])}" for k in axes if k in flat]
+    changed = [f"{labels[k]}={_shown(v)}" for k, v in flat.items()
+               if k not in HIDDEN and k not in axes and base.get(k) != v]
+    return " ".join([config.experiment] + named + sorted(changed, key=len))
+
+
+def point_names(registry, configs, axes) -> list[str]:
+    """Distinct names for a sweep's points (``#N`` added where two would read the same)."""
+    cache: dict = {}
+    names = [default_run_name(registry, c, axes, cache) for c in configs]
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    return [f"{name} #{i + 1}" if seen[name] > 1 else name for i, name in enumerate(names)]

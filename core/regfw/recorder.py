@@ -30,6 +30,14 @@ def default_log_every(epochs: int) -> int:
     return max(1, math.ceil(epochs / MAX_POINTS))
 
 
+def float32_value(value: float) -> float:
+    """A float32 number as the float it is meant to be: 0.8877 rather than float64's
+    0.8877000212669373 (7 significant digits, what float32 holds). Inf and nan unchanged."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return float(f"{value:.7g}")
+
+
 @dataclass
 class History:
     """Metric curves as ``{name: [(epoch, value), ...]}``, filled as the recorder drains."""
@@ -73,7 +81,8 @@ class Recorder:
         with held() as signals:
             pending, self.pending = self.pending, []
             # This is the CPU-GPU sync point: one per drain, never one per step.
-            values = torch.stack([v.detach().float().reshape(()) for _, _, v in pending]).tolist()
+            values = [float32_value(v) for v in
+                      torch.stack([v.detach().float().reshape(()) for _, _, v in pending]).tolist()]
             rows = [(name, value, epoch) for (epoch, name, _), value in zip(pending, values)]
             bad = next(((e, n, v) for n, v, e in rows if "loss" in n and not math.isfinite(v)), None)
             if bad is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from regfw.data import Data
-from regfw.recorder import History
+from regfw.recorder import History, float32_value
 
 SMALL_MODEL = 16  # at most this many scalars: the learned parameters are logged and printed
 
@@ -12,13 +12,17 @@ def learned_parameters(model) -> dict:
     """The model's own report if it has one (``ReportsLearnedParameters``), else its
     parameters when the model is small."""
     if callable(getattr(model, "learned_parameters", None)):
-        return {k: float(v) for k, v in model.learned_parameters().items()}
+        return {k: _value(v) for k, v in model.learned_parameters().items()}
+    import torch
+
     params = list(model.named_parameters())
     if sum(p.numel() for _, p in params) > SMALL_MODEL:
         return {}
     out = {}
     for name, p in params:
         values = p.detach().cpu().flatten().tolist()
+        if p.dtype != torch.float64:  # float32 (or narrower): no float64 noise in the store
+            values = [float32_value(v) for v in values]
         if len(values) == 1:
             out[name] = values[0]
         else:
@@ -40,12 +44,33 @@ def optimum_loss(model, data: Data) -> float | None:
         return float(((design @ solution - target) ** 2).mean())
 
 
+def _value(value) -> float:
+    """A reported value: a float32 tensor's rounded to what float32 holds, anything else as is."""
+    dtype = getattr(value, "dtype", None)
+    number = float(value)
+    if dtype is not None and str(dtype) != "torch.float64":
+        return float32_value(number)
+    return number
+
+
+def excess(final: float, optimum: float) -> float:
+    """``final - optimum``, rounded to the absolute precision of ``final`` (a float32 value, 7
+    significant digits): 0.0101234 - 0.0101233... is 1e-9 at best, not 1.4213e-09."""
+    import math
+
+    diff = final - optimum
+    if not math.isfinite(diff) or final == 0:
+        return diff
+    places = 6 - math.floor(math.log10(abs(final)))
+    return round(diff, places) + 0.0  # + 0.0: no -0.0
+
+
 def summarise(history: History, seconds: float, model=None, data: Data | None = None) -> tuple[dict, dict]:
     """``(summary, learned)``: final and best of every curve, the training time, and for a built
     model its learned parameters and, where it applies, the optimum and the excess over it."""
     summary = {f"final_{k}": v for k, v in history.final().items()}
     summary |= {f"best_{k}": v for k, v in history.best().items()}
-    summary["train_seconds"] = seconds
+    summary["train_seconds"] = round(seconds, 3)  # a wall-clock time: milliseconds are its precision
     learned: dict = {}
     if model is not None:
         try:
@@ -54,7 +79,7 @@ def summarise(history: History, seconds: float, model=None, data: Data | None = 
             if best is not None:
                 summary["optimum_loss"] = best
                 if "final_train_loss" in summary:
-                    summary["excess_loss"] = summary["final_train_loss"] - best
+                    summary["excess_loss"] = excess(summary["final_train_loss"], best)
         except Exception:  # noqa: BLE001 - a summary is a bonus, the status is not
             pass
     return summary, learned

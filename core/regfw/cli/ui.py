@@ -1,11 +1,99 @@
-"""``regfw ui``: the MLflow UI over the run store."""
+"""``regfw ui``: the MLflow UI over the run store, started lean and stopped completely.
+
+MLflow's own ``mlflow server`` starts four uvicorn workers, a job runner and its queue consumers
+(a dozen processes, for GenAI jobs regfw never uses) and, when its parent is stopped, leaves them
+serving. Here it runs with one worker and job execution off, in its own process group, which
+regfw stops as a whole on Ctrl-C, SIGTERM or SIGHUP.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import click
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+READY_TIMEOUT = 300.0  # seconds: importing MLflow on a busy 2-core machine can take a minute
+# MLflow's UI opens in its GenAI view (traces, no runs) unless told otherwise; this query
+# parameter opens the runs table. Experiments regfw creates also carry the matching kind tag.
+VIEW = "?workflowType=machine_learning"
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something already listens on ``host:port`` (checked before starting, so a URL
+    served by someone else is never printed as ours)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        if probe.connect_ex((host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)) == 0:
+            return True
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def server_command(uri: str, host: str, port: int) -> tuple[list[str], dict]:
+    from regfw.store import sqlite_path
+
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--registry-store-uri", uri, "--host", host, "--port", str(port), "--workers", "1",
+               "--uvicorn-opts", "--log-level warning"]
+    path = sqlite_path(uri)
+    if path is not None:
+        # New experiments' artifacts beside the database, as regfw files them; not ./mlartifacts.
+        command += ["--default-artifact-root", (path.parent / "artifacts").resolve().as_uri()]
+    env = dict(os.environ)
+    env.update({
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no huey job runner nor its consumers
+        "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning,ignore::UserWarning",
+        "MLFLOW_LOGGING_LEVEL": "WARNING",
+        "GIT_PYTHON_REFRESH": "quiet",
+    })
+    return command, env
+
+
+def wait_ready(proc: subprocess.Popen, host: str, port: int, timeout: float = READY_TIMEOUT) -> bool:
+    """Until the server accepts connections (True) or exits (False)."""
+    target = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((target, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to the server's whole process group, SIGKILL to what is left after ``grace``."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; its workers may linger a moment: check the group is empty.
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 @click.command()
@@ -13,18 +101,51 @@ import click
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything else exposes your runs.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 def ui(tracking_uri, host, port):
-    """Open the MLflow UI over the run store (Ctrl-C stops it)."""
-    from regfw.store import tracking_uri as resolve_uri
+    """Open the MLflow UI over the run store (Ctrl-C stops it).
+
+    Starts MLflow's server with one worker and no job runner, opened on the runs of each
+    experiment; stopping regfw stops every process of the server."""
+    from regfw.errors import RegfwError
+    from regfw.store import check_reachable, tracking_uri as resolve_uri
 
     uri = resolve_uri(tracking_uri)
-    if host != "127.0.0.1":
+    check_reachable(uri, create=False)
+    if port_taken(host, port):
+        raise RegfwError(f"port {port} on {host} is already in use; choose another with --port")
+    if host not in LOOPBACK:
         click.echo(f"regfw: warning: binding {host}: the UI will be reachable from other machines", err=True)
-    click.echo(f"MLflow UI at http://{host}:{port}  (store: {uri}; Ctrl-C to stop)")
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    command, env = server_command(uri, host, port)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/#/experiments{VIEW}"
+    click.echo(f"starting the MLflow UI over {uri} ...", err=True)
+
+    stopping: list[int] = []
+
+    def forward(signum, _frame):
+        stopping.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    proc = None
     try:
-        code = subprocess.call(command)
+        # Its own session: the whole group (server, worker) is stopped by one killpg, and a
+        # Ctrl-C in the terminal reaches regfw only, which then stops the group in order.
+        proc = subprocess.Popen(command, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+        if not wait_ready(proc, host, port):
+            code = proc.poll()
+            raise RegfwError(f"the MLflow server exited (status {code}) before serving; see its output above"
+                             if code is not None else f"the MLflow server did not answer on port {port} in time")
+        click.echo(f"MLflow UI at {url}  (store: {uri}; Ctrl-C to stop)")
+        code = proc.wait()
     except KeyboardInterrupt:
-        code = 0
+        code = 128 + (stopping[0] if stopping else signal.SIGINT)
+    finally:
+        if proc is not None:
+            stop_group(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopping:
+        click.echo("MLflow UI stopped", err=True)
     sys.exit(code)
 
 

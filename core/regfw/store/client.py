@@ -7,6 +7,7 @@ parallel workers cannot step on each other. Every other module gets its client f
 from __future__ import annotations
 
 from regfw.errors import RegfwError
+from regfw.store import tags as T
 from regfw.store.uri import check_reachable, quiet_libraries, sqlite_path, store_error, store_lock
 
 
@@ -38,12 +39,17 @@ def experiment_id(client, uri: str, name: str) -> str:
             if found is not None:
                 if found.lifecycle_stage == "deleted":
                     raise RegfwError(f"MLflow experiment '{name}' is deleted; restore it or use --experiment-name")
+                if T.EXPERIMENT_KIND not in found.tags:  # made by an older regfw: open it on its runs too
+                    client.set_experiment_tag(found.experiment_id, T.EXPERIMENT_KIND, T.KIND_TRAINING)
                 return found.experiment_id
             path = sqlite_path(uri)
             # Artifacts live beside the database, under mlruns/, one folder per experiment.
             location = (path.parent / "artifacts" / name).resolve().as_uri() if path is not None else None
             try:
-                return client.create_experiment(name, artifact_location=location)
+                created = client.create_experiment(name, artifact_location=location,
+                                                   tags={T.EXPERIMENT_KIND: T.KIND_TRAINING})
+                hide_empty_default(client)
+                return created
             except MlflowException:
                 found = client.get_experiment_by_name(name)  # another process created it first
                 if found is None:
@@ -53,6 +59,17 @@ def experiment_id(client, uri: str, name: str) -> str:
         raise
     except Exception as exc:  # noqa: BLE001
         raise store_error(uri, exc) from None
+
+
+def hide_empty_default(client) -> None:
+    """MLflow creates a "Default" experiment with every new database; regfw never files runs
+    there, so while it is empty it is marked deleted and MLflow's UI does not list it."""
+    try:
+        default = client.get_experiment("0")
+        if default.name == "Default" and default.lifecycle_stage == "active" and not client.search_runs(["0"], max_results=1):
+            client.delete_experiment("0")
+    except Exception:  # noqa: BLE001 - a cosmetic step; another store may not have it
+        pass
 
 
 def param_text(value) -> str:

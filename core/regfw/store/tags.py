@@ -17,6 +17,11 @@ TORCH_VERSION = "regfw.torch_version"
 GIT_COMMIT = "mlflow.source.git.commit"
 NOTE = "mlflow.note.content"  # the description MLflow's UI shows
 
+# On an experiment: MLflow's UI opens an experiment of this kind on its runs (model training),
+# not on its GenAI traces view.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+KIND_TRAINING = "custom_model_development"
+
 
 def component(part: str) -> str:
     """``regfw.model``: the registered name of the run's model (dataset, loss, optimizer)."""

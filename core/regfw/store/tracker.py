@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from regfw.store import tags as T
+from regfw.store.keys import stored
 from regfw.store.client import experiment_id, open_client, param_text
 from regfw.store.uri import store_error
 
@@ -68,15 +69,16 @@ class MlflowTracker:
         self.set_tags(tags)
         logged = {}
         for name in metrics:
-            points = self.client.get_metric_history(run_id, name)
+            points = self.client.get_metric_history(run_id, stored(name))
             if points:
                 logged[name] = max(m.step for m in points)
         return logged
 
     def log_metrics(self, rows) -> None:
-        """Buffer ``(key, value, step)`` rows; written in batches, at latest every few seconds."""
+        """Buffer ``(key, value, step)`` rows; written in batches, at latest every few seconds.
+        Keys are regfw's plain names, stored under their chart section (``regfw.store.keys``)."""
         now = int(time.time() * 1000)
-        self._rows.extend((k, float(v), int(s), now) for k, v, s in rows)
+        self._rows.extend((stored(k), float(v), int(s), now) for k, v, s in rows)
         if len(self._rows) >= FLUSH_ROWS or time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
 
