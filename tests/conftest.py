@@ -19,6 +19,13 @@ from regfw.plugins import reset_plugins
 REGFW = str(Path(sys.executable).with_name("regfw"))
 
 
+def metrics_of(run) -> dict:
+    """A run's latest metrics by regfw's plain names (MLflow files them under chart sections)."""
+    from regfw.store.keys import plain
+
+    return {plain(k): v for k, v in run.data.metrics.items()}
+
+
 @pytest.fixture(autouse=True)
 def _fresh_plugins(monkeypatch):
     """Every test discovers plugins anew and sees no plugin env vars of the caller."""

@@ -11,6 +11,7 @@ import pytest
 
 from regfw.errors import RegfwError
 from regfw.testing import check_plugin, plugins_for, run_experiment
+from conftest import metrics_of
 
 STEP = """
 from regfw import Param, hookimpl
@@ -78,8 +79,8 @@ def test_run_experiment_records_a_real_run_and_returns_its_metrics(tmp_path):
     assert result.config.device == "cpu" and result.config.train["epochs"] == 60
     run = MlflowClient(result.tracking_uri).get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["final_train_loss"] == pytest.approx(result.metrics["final_train_loss"])
-    assert run.data.metrics["final_test_loss"] == pytest.approx(result.curve("test_loss")[-1])
+    assert metrics_of(run)["final_train_loss"] == pytest.approx(result.metrics["final_train_loss"])
+    assert metrics_of(run)["final_test_loss"] == pytest.approx(result.curve("test_loss")[-1])
     assert run.data.params["model"] == "mlp" and run.data.params["dataset.height"] == "2.0"
 
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from mlflow import MlflowClient
+from conftest import metrics_of
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -14,8 +15,8 @@ def test_linear_trains_on_cuda_and_says_so(invoke, store):
     run = client.search_runs([client.get_experiment_by_name("linear").experiment_id])[0]
     assert run.data.tags["regfw.device"].startswith("cuda")
     assert run.data.tags["regfw.device_name"] == torch.cuda.get_device_name(0)
-    assert abs(run.data.metrics["learned.weight"] - 3.0) < 0.05
-    assert abs(run.data.metrics["learned.bias"] - 10.5) < 0.1
+    assert abs(metrics_of(run)["learned.weight"] - 3.0) < 0.05
+    assert abs(metrics_of(run)["learned.bias"] - 10.5) < 0.1
 
 
 def test_cpu_and_cuda_see_the_same_data(invoke):

@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from conftest import metrics_of
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "regfw-example"
 
@@ -52,7 +53,7 @@ def test_runs_recorded_in_mlflow_alone_and_mixed_with_other_plugins(regfw_script
         assert run.info.status == "FINISHED"
 
     sine_run = runs["sine"]
-    tags, metrics = sine_run.data.tags, sine_run.data.metrics
+    tags, metrics = sine_run.data.tags, metrics_of(sine_run)
     assert tags["regfw.model.plugin"] == tags["regfw.optimizer.plugin"] == "example (regfw-example 0.1.0)"
     assert tags["regfw.loss"] == "mse" and tags["regfw.loss.plugin"].startswith("torch (regfw ")
     # sin(2x + 0.5) * 1.5 = 1.5 cos(0.5) sin(2x) + 1.5 sin(0.5) cos(2x): Lion finds the coefficients
@@ -63,7 +64,7 @@ def test_runs_recorded_in_mlflow_alone_and_mixed_with_other_plugins(regfw_script
     assert {"config.yaml", "fit.png", "loss_curve.png", "model_state_dict.pt", "learned_parameters.json"} <= artifacts
 
     linear_run = runs["linear"]
-    tags, metrics = linear_run.data.tags, linear_run.data.metrics
+    tags, metrics = linear_run.data.tags, metrics_of(linear_run)
     assert tags["regfw.dataset.plugin"].startswith("linear (regfw ")
     assert tags["regfw.optimizer"] == "lion" and tags["regfw.optimizer.plugin"] == "example (regfw-example 0.1.0)"
     assert linear_run.data.params["optimizer.lr"] == "0.05" and linear_run.data.params["optimizer.beta2"] == "0.99"

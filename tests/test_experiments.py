@@ -18,6 +18,8 @@ from regfw.config import resolve
 from regfw.plugins import load_plugins
 from regfw.runner import execute
 from regfw.store import MlflowTracker, NullTracker
+from conftest import metrics_of
+from regfw.store.keys import stored
 
 
 def run(experiment, *sets, swaps=None, tracker=None):
@@ -331,15 +333,15 @@ def test_runs_carry_their_plots_parameters_and_landscapes(store, tmp_path):
     assert min(flat)[1:] == (3.0, 2.0)
     predictions = json.loads((folder / "predictions.json").read_text())
     assert predictions["before"] == 4.0 and predictions["after"] == pytest.approx(8, abs=1e-3)
-    assert abs(run_.data.metrics["learned.w"] - 2) < 1e-4
-    assert len(client.get_metric_history(run_.info.run_id, "train_loss")) == 100
+    assert abs(metrics_of(run_)["learned.w"] - 2) < 1e-4
+    assert len(client.get_metric_history(run_.info.run_id, stored("train_loss"))) == 100
 
     _, run_, folder = _artifacts(store, "quadratic-linear", tmp_path, "train.epochs=50")
     assert {"fit.png", "loss_curve.png", "learned_parameters.json"} <= {p.name for p in folder.iterdir()}
     assert set(json.loads((folder / "learned_parameters.json").read_text())) == {"w1", "b1", "w2", "b2", "a", "b", "c"}
-    assert {"optimum_loss", "excess_loss", "learned.a", "learned.w1"} <= set(run_.data.metrics)
+    assert {"optimum_loss", "excess_loss", "learned.a", "learned.w1"} <= set(metrics_of(run_))
     client, run_, folder = _artifacts(store, "binary", tmp_path, "train.epochs=2", "dataset.n_per_class=500",
                                       "dataset.n_train_per_class=350")
     assert {"accuracy_curve.png", "loss_curve.png"} <= {p.name for p in folder.iterdir()}
     for metric in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
-        assert [m.step for m in client.get_metric_history(run_.info.run_id, metric)] == [1, 2]
+        assert [m.step for m in client.get_metric_history(run_.info.run_id, stored(metric))] == [1, 2]

@@ -22,6 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow import MlflowClient
+from regfw.store.keys import stored
+
+from conftest import metrics_of
 
 REGFW = str(Path(sys.executable).with_name("regfw"))
 DIVERGED = "; try a smaller learning rate"
@@ -86,7 +89,7 @@ def only_run(uri: str, experiment: str):
 
 
 def steps(client, run_id, key="train_loss") -> list[int]:
-    return [m.step for m in client.get_metric_history(run_id, key)]
+    return [m.step for m in client.get_metric_history(run_id, stored(key))]
 
 
 def assert_one_line_error(stderr: str, *needles: str) -> str:
@@ -138,12 +141,12 @@ def test_divergence_stops_at_the_epoch_with_everything_before_it_kept(invoke, st
     epoch = int(match.group(1))
     assert 1 < epoch < 1000  # stopped there, not after 100000 epochs
     assert run.data.tags["regfw.epochs_done"] == str(epoch)
-    history = client.get_metric_history(run.info.run_id, "train_loss")
+    history = client.get_metric_history(run.info.run_id, stored("train_loss"))
     # every epoch up to the divergence is kept (log every epoch), nothing after it
     assert [m.step for m in history] == list(range(1, epoch + 1))
     assert all(math.isfinite(m.value) for m in history[:-1])
     assert not math.isfinite(history[-1].value) or history[-1].value == sys.float_info.max  # MLflow stores inf so
-    assert "final_train_loss" in run.data.metrics and "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "final_train_loss" in metrics_of(run) and "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def test_divergence_with_the_recipe_epochs_and_default_log_interval(invoke, store):
@@ -176,7 +179,7 @@ def test_signal_mid_run_flushes_metrics_and_marks_killed(tmp_path, store, signum
     assert run.data.tags["regfw.epochs_done"] == str(done) and done > 1
     # every completed epoch's metric is in the store: the buffer was flushed, nothing lost or extra
     assert steps(client, run.info.run_id) == list(range(1, done + 1))
-    assert run.data.metrics["final_train_loss"] == client.get_metric_history(run.info.run_id, "train_loss")[-1].value
+    assert metrics_of(run)["final_train_loss"] == client.get_metric_history(run.info.run_id, stored("train_loss"))[-1].value
     assert {"config.yaml", "model_state_dict.pt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
@@ -211,8 +214,8 @@ RESUMABLE = ["run", "linear", "--optimizer", "adam", "--set", "optimizer.lr=0.05
 
 def final_record(client, run):
     """What must match between a resumed and an uninterrupted run (all but wall time)."""
-    metrics = {k: v for k, v in run.data.metrics.items() if k != "train_seconds"}
-    history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    metrics = {k: v for k, v in metrics_of(run).items() if k != "train_seconds"}
+    history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, stored("train_loss"))]
     return metrics, history, dict(run.data.params)
 
 
@@ -331,7 +334,7 @@ def test_eight_runs_at_once_on_a_fresh_store(tmp_path):
     assert sorted(int(r.data.params["seed"]) for r in runs) == list(range(8))
     for run in runs:
         assert steps(client, run.info.run_id) == list(range(1, 61))
-        assert "final_train_loss" in run.data.metrics
+        assert "final_train_loss" in metrics_of(run)
 
 
 # -- tracking store trouble ----------------------------------------------------------------------
@@ -400,7 +403,7 @@ def test_a_real_mlflow_server_receives_the_run_over_http(invoke, tmp_path):
         assert steps(client, run.info.run_id) == list(range(1, 51))
         assert {"config.yaml", "model_state_dict.pt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
         local = client.download_artifacts(run.info.run_id, "model_state_dict.pt", str(tmp_path / "dl"))
-        assert torch.load(local, weights_only=True)["weight"].item() == pytest.approx(run.data.metrics["learned.weight"])
+        assert torch.load(local, weights_only=True)["weight"].item() == pytest.approx(metrics_of(run)["learned.weight"])
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

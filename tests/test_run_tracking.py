@@ -12,6 +12,8 @@ from regfw.config import resolve
 from regfw.plugins import load_plugins
 from regfw.runner import execute
 from regfw.store import MlflowTracker, NullTracker
+from conftest import metrics_of
+from regfw.store.keys import stored
 
 
 def _only_run(uri, experiment="linear"):
@@ -36,11 +38,11 @@ def test_linear_run_is_recorded_with_params_tags_metrics_artifacts(invoke, store
     assert tags["regfw.model"] == "linear" and tags["regfw.model.plugin"].startswith("linear (regfw ")
     assert tags["regfw.optimizer.plugin"].startswith("torch (regfw ")
     assert tags["regfw.torch_version"] == torch.__version__ and tags["regfw.seed"] == "0"
-    metrics = run.data.metrics
+    metrics = metrics_of(run)
     for key in ("final_train_loss", "best_train_loss", "optimum_loss", "excess_loss", "learned.weight", "learned.bias"):
         assert key in metrics
     assert metrics["excess_loss"] >= -1e-9
-    history = client.get_metric_history(run.info.run_id, "train_loss")
+    history = client.get_metric_history(run.info.run_id, stored("train_loss"))
     assert [m.step for m in history][:2] == [1, 2] and history[-1].step == 300
     assert history[-1].value < history[0].value / 10  # it learned
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -78,7 +80,7 @@ def test_log_every_bounds_the_points_and_keeps_the_last(store):
     plugins = load_plugins()
     config = resolve(plugins.registry, "linear", flags={"train.epochs": 95, "train.log_every": 10})
     outcome = execute(config, plugins, MlflowTracker(store, "linear"), run_name="t")
-    steps = [m.step for m in MlflowClient(store).get_metric_history(outcome.run_id, "train_loss")]
+    steps = [m.step for m in MlflowClient(store).get_metric_history(outcome.run_id, stored("train_loss"))]
     assert steps == [1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
 
 

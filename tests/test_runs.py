@@ -12,6 +12,8 @@ from click.testing import CliRunner
 from regfw.cli import cli
 from regfw.plugins import reset_plugins
 
+from conftest import metrics_of
+
 LRS = ("0.001", "0.01", "0.1")
 
 
@@ -72,7 +74,7 @@ def test_runs_json_matches_the_store(swept):
     for row in rows:
         child = next(c for c in swept["children"] if c.info.run_id == row["run_id"])
         assert row["params"] == child.data.params
-        assert row["metrics"]["final_train_loss"] == child.data.metrics["final_train_loss"]
+        assert row["metrics"]["final_train_loss"] == metrics_of(child)["final_train_loss"]
         assert row["parent_run_id"] == swept["parent"].info.run_id
         assert row["duration_s"] >= row["metrics"]["train_seconds"] * 0.5
 
@@ -100,7 +102,7 @@ def test_group_by_aggregates_over_seeds(swept):
                              "--tracking-uri", swept["uri"]).stdout)
     for group in groups:
         lr = group["group"]["optimizer.lr"]
-        values = [c.data.metrics["final_train_loss"] for c in swept["children"] if c.data.params["optimizer.lr"] == lr]
+        values = [metrics_of(c)["final_train_loss"] for c in swept["children"] if c.data.params["optimizer.lr"] == lr]
         stat = group["metrics"]["final_train_loss"]
         assert group["runs"] == stat["n"] == 2 and group["over"] == ["seed"]
         assert stat["mean"] == pytest.approx(statistics.fmean(values))
@@ -167,7 +169,7 @@ def test_compare_prints_differences_and_overlays_curves(swept, tmp_path):
     assert "seed" not in row and "dataset.n_samples" not in row and "train.epochs" not in row  # equal
     assert row["status"] == ["FINISHED", "FINISHED"]
     final = [float(v) for v in row["final_train_loss"]]
-    assert final[0] == pytest.approx(fast.data.metrics["final_train_loss"], rel=1e-3)
+    assert final[0] == pytest.approx(metrics_of(fast)["final_train_loss"], rel=1e-3)
     assert final[0] < final[1]
     assert "learned.weight" in row and "train_loss" not in row  # the raw curve's last value is final_*
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

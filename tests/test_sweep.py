@@ -20,6 +20,8 @@ from regfw.errors import RegfwError
 from regfw.plugins import load_plugins
 from regfw.cli.common import FLAG_OPTIONS
 from regfw.sweep import build_grid, split_values
+from conftest import metrics_of
+from regfw.store.keys import stored
 
 REGFW = str(Path(sys.executable).with_name("regfw"))
 
@@ -162,7 +164,7 @@ def test_sweep_makes_one_parent_and_a_child_per_point(invoke, store):
     names = {c.info.run_name for c in children}
     assert "linear lr=0.1 seed=0 epochs=50" in names and "linear lr=0.1 seed=1 epochs=50" in names
     # The sweep measures something real: after 50 epochs a larger step has a lower loss, every seed.
-    loss = {(c.data.params["optimizer.lr"], c.data.params["seed"]): c.data.metrics["final_train_loss"] for c in children}
+    loss = {(c.data.params["optimizer.lr"], c.data.params["seed"]): metrics_of(c)["final_train_loss"] for c in children}
     for seed in ("0", "1"):
         assert loss[("0.1", seed)] < loss[("0.01", seed)] < loss[("0.001", seed)]
 
@@ -241,7 +243,7 @@ def test_sigterm_ends_a_parallel_sweep_as_killed(tmp_path):
     client = _client(uri)
     for child in children:  # flushed on the way out: the curve so far is in the store
         assert int(child.data.tags["regfw.epochs_done"]) > 0
-        history = client.get_metric_history(child.info.run_id, "train_loss")
+        history = client.get_metric_history(child.info.run_id, stored("train_loss"))
         assert history and history[-1].value < history[0].value
 
 

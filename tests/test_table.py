@@ -13,6 +13,7 @@ import torch
 
 from regfw_table import FILE_PARAMS, make_table
 from regfw_table.read import available_memory
+from conftest import metrics_of
 
 ROWS = 60
 
@@ -82,7 +83,7 @@ def test_a_linear_model_logs_the_least_squares_optimum(invoke, csv, store):
                     "--set", "dataset.target=price", "--epochs", "200", "--tracking-uri", store, "-q")
     assert result.exit_code == 0, result.stderr
     _, run = only_run(store, "regression")
-    metrics = run.data.metrics
+    metrics = metrics_of(run)
     assert 0 <= metrics["optimum_loss"] <= metrics["final_train_loss"]
     assert math.isclose(metrics["excess_loss"], metrics["final_train_loss"] - metrics["optimum_loss"], rel_tol=1e-6)
 
@@ -99,7 +100,7 @@ def test_the_run_records_the_file_tags_artifacts_and_dataset_input(invoke, csv, 
     assert tags["regfw.data.file"] == "houses.csv"
     assert tags["regfw.data.rows"] == str(ROWS) and tags["regfw.data.columns"] == "4"
     assert tags["regfw.data.sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
-    assert "test_accuracy" in run.data.metrics
+    assert "test_accuracy" in metrics_of(run)
     folder = Path(client.download_artifacts(run.info.run_id, "", str(csv.parent / "artifacts")))
     assert json.loads((folder / "labels.json").read_text())["classes"] == ["Lyon", "Nice", "Paris"]
     assert json.loads((folder / "scaler.json").read_text())["features"] == ["size", "rooms", "price"]

@@ -39,3 +39,18 @@ def device_name(device) -> str:
     if device.type == "mps":
         return "Apple MPS"
     return platform.processor() or platform.machine() or "cpu"
+
+
+_TORCH_DEFAULT_THREADS: list[int] = []  # torch's own choice, read before regfw first changes it
+
+
+def use_threads(threads: int | None) -> None:
+    """``train.threads`` (``--threads N``): torch's intra-op CPU threads for this run; None keeps
+    torch's default (one per core). Process-wide, so each run of a sweep sets its own."""
+    import torch
+
+    if not _TORCH_DEFAULT_THREADS:
+        _TORCH_DEFAULT_THREADS.append(torch.get_num_threads())
+    wanted = threads or _TORCH_DEFAULT_THREADS[0]
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from regfw.build import build_state
 from regfw.config import Config
-from regfw.device import resolve_device
+from regfw.device import resolve_device, use_threads
 from regfw.engine import train
 from regfw.errors import RegfwError, one_line
 from regfw.interrupts import Interrupted, held
@@ -47,18 +47,20 @@ def artifacts_writer(entry):
 
 
 def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
-            checkpoint_every: int | None = None, resume=None, parallel=None) -> Outcome:
+            checkpoint_every: int | None = None, resume=None, parallel=None, snapshots: int | None = None) -> Outcome:
     """Run ``config``. Raises :class:`RegfwError` for what fails before the run exists; once it
     exists, never raises: the outcome says how it ended.
 
     ``checkpoint_every``: save a checkpoint artifact every N epochs (:mod:`regfw.checkpoint`).
     ``resume``: a :class:`regfw.checkpoint.Resume`; the same MLflow run continues from it.
+    ``snapshots``: keep that many parameter snapshots along training (:mod:`regfw.landscape.snapshots`).
     ``parallel``: this process's :class:`regfw.distributed.Parallel` under torchrun (one run,
     rank 0 writes it); the caller leaves the process group afterwards.
     """
     registry = plugins.registry
     device = parallel.device(config) if parallel is not None else resolve_device(config.device)
     writer = artifacts_writer(registry.get("experiment", config.experiment))
+    use_threads(config.train.get("threads"))
     state = build_state(config, registry, device)
     if parallel is not None:  # join the other ranks; on ranks other than 0 these write nothing
         tracker, checkpoint_every, reporter = parallel.start(state, tracker, checkpoint_every, reporter)
@@ -84,6 +86,7 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
 
     sink = tracker.log_metrics if resume is None else resume.sink(tracker.log_metrics)
     recorder = Recorder(history, sink, progress)
+    extras: list = []  # more writers of artifacts into the run's folder (the snapshots)
     try:
         early_signal.deliver()
         if state.data.source and resume is None:
@@ -96,6 +99,12 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
 
             saver = Checkpointer(checkpoint_every, tracker, state, recorder,
                                  seconds=lambda: time.monotonic() - started + outcome.seconds, after=resume)
+        if snapshots:
+            from regfw.landscape.snapshots import Snapshots
+
+            keeper = Snapshots(snapshots, state)
+            extras.append(keeper)
+            saver = _both(saver, keeper)
         if reporter is not None:
             reporter.start(config.experiment, config.train["epochs"], start_epoch)
         try:
@@ -121,13 +130,25 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
         with held() as late:  # the run is ending, and must end recorded: Ctrl-C waits
             if parallel is not None:  # rank 0 learns whether another rank failed or died
                 parallel.settle(outcome)
-            finish(outcome, state, tracker, recorder, writer)
+            finish(outcome, state, tracker, recorder, writer, extras)
         # Not re-raised (the run is already final), but reported: a sweep stops after this point.
         outcome.late_signal = late.first
     return outcome
 
 
-def finish(outcome: Outcome, state, tracker, recorder: Recorder, writer=None) -> None:
+def _both(first, second):
+    """Two ``on_epoch_end`` callbacks as one (either may be None)."""
+    if first is None:
+        return second
+
+    def both(epoch: int) -> None:
+        first(epoch)
+        second(epoch)
+
+    return both
+
+
+def finish(outcome: Outcome, state, tracker, recorder: Recorder, writer=None, extras=()) -> None:
     """Flush, summarise and log artifacts for whatever exists, then set the final status."""
     history = outcome.history
     if outcome.status == "KILLED":
@@ -153,6 +174,11 @@ def finish(outcome: Outcome, state, tracker, recorder: Recorder, writer=None) ->
                 from regfw.artifacts import write_all
 
                 write_all(Path(folder), view, writer)
+                for extra in extras:
+                    try:
+                        extra.write(folder)
+                    except Exception:  # noqa: BLE001 - as a failed plot: never lose the run
+                        pass
                 tracker.log_artifacts(folder)
     finally:
         tracker.end(outcome.status)

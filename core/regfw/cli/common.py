@@ -12,6 +12,7 @@ FLAG_KEYS = {
     "batch_size": "train.batch_size",
     "seed": "seed",
     "log_every": "train.log_every",
+    "threads": "train.threads",
 }
 FLAG_OPTIONS = {key: "--" + name.replace("_", "-") for name, key in FLAG_KEYS.items()}  # key -> option, for messages
 SWAPS = ("model", "dataset", "loss", "optimizer")
@@ -27,6 +28,8 @@ def override_options(func):
         click.option("--batch-size", metavar="N|full", help="Mini-batch size, or 'full' for full batch."),
         click.option("--seed", type=int, help="Random seed (default 0)."),
         click.option("--log-every", type=int, help="Record metrics every N epochs (default: about 1000 points)."),
+        click.option("--threads", type=click.IntRange(min=1), metavar="N",
+                     help="CPU threads torch uses (train.threads; default: torch's own, one per core)."),
         click.option("--model", metavar="NAME", help="Swap in another registered model."),
         click.option("--dataset", metavar="NAME", help="Swap in another registered dataset."),
         click.option("--loss", metavar="NAME", help="Swap in another registered loss."),

@@ -48,5 +48,26 @@ def table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def echo_table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> None:
+    """Print a table: drawn by rich on a terminal, the plain :func:`table` text when piped (scripts
+    and tests read that, so it stays stable). rich is imported only here, when it draws."""
+    import click
+
+    stream = click.get_text_stream("stdout")
+    if not stream.isatty():
+        click.echo(table(headers, rows, right))
+        return
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    drawn = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    for i, header in enumerate(headers):
+        drawn.add_column(header, justify="right" if i in right else "left", overflow="fold")
+    for row in rows:
+        drawn.add_row(*row)
+    Console(file=stream, highlight=False, markup=False, emoji=False).print(drawn)
+
+
 def short_id(run_id: str) -> str:
     return run_id[:8]

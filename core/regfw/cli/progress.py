@@ -1,10 +1,31 @@
-"""What a run prints while it trains: a progress bar on a terminal, plain lines otherwise,
-nothing with --quiet. Progress goes to stderr so stdout stays for the summary."""
+"""What a run prints while it trains: a progress bar on a terminal (rich), plain lines otherwise,
+nothing with --quiet. Progress goes to stderr so stdout stays for the summary.
+
+rich is imported only when a bar is drawn: ``--help``, ``list`` and piped runs never load it.
+It honours NO_COLOR and TERM=dumb itself.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+
+
+def pace(rate: float) -> str:
+    """``1,234 ep/s``, or seconds per epoch when epochs are slower than one a second."""
+    if rate >= 1:
+        return f"{rate:,.0f} ep/s"
+    return f"{1 / rate:.1f} s/ep" if rate > 0 else "- s/ep"
+
+
+def eta(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 class Reporter:
@@ -17,30 +38,49 @@ class Reporter:
         self.label = ""
         self.started = 0.0
         self.next_line = 0
+        self.first = 1
+        self._progress = None
+        self._task = None
 
     def start(self, label: str, total: int, first_epoch: int = 1) -> None:
         self.label, self.total, self.started = label, total, time.monotonic()
         self.first = first_epoch
         self.next_line = first_epoch
+        if self.mode == "bar":
+            self._open_bar(first_epoch - 1)
+
+    def _open_bar(self, done: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        console = Console(file=self.stream, highlight=False, markup=False, emoji=False)
+        self._progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(bar_width=24), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[values]}", markup=False), TextColumn("{task.fields[pace]}", style="dim", markup=False),
+                                  console=console, transient=False, refresh_per_second=8)
+        self._task = self._progress.add_task(self.label, total=max(self.total, 1), completed=done, values="", pace="")
+        self._progress.start()
+
+    def _pace(self, epoch: int) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = (epoch - self.first + 1) / elapsed
+        left = max(self.total - epoch, 0)
+        text = pace(rate)
+        if left and rate > 0:
+            text += f"  ETA {eta(left / rate)}"
+        return text
 
     def update(self, epoch: int, values: dict) -> None:
         if self.mode == "quiet":
             return
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = (epoch - self.first + 1) / elapsed
         shown = "  ".join(f"{k} {v:.6g}" for k, v in values.items())
         if self.mode == "bar":
-            width = 24
-            filled = int(width * epoch / max(self.total, 1))
-            bar = "#" * filled + "." * (width - filled)
-            self.stream.write(f"\r{self.label} [{bar}] {epoch}/{self.total}  {shown}  {rate:,.0f} ep/s ")
-            self.stream.flush()
+            self._progress.update(self._task, completed=epoch, values=shown, pace=self._pace(epoch))
         elif epoch >= self.next_line or epoch == self.total:
-            self.stream.write(f"{self.label} epoch {epoch}/{self.total}  {shown}  ({rate:,.0f} ep/s)\n")
+            self.stream.write(f"{self.label} epoch {epoch}/{self.total}  {shown}  ({self._pace(epoch)})\n")
             self.stream.flush()
             self.next_line = epoch + max(1, self.total // 10)
 
     def finish(self) -> None:
-        if self.mode == "bar":
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -71,7 +71,7 @@ def runs(experiment, filter_string, sweep, sort, limit, group_by, metrics, as_js
             body.append([text.fmt(g.values[k]) for k in by] + [str(len(g.rows)), status]
                         + [text.fmt_mean_std(g.stats.get(m)) for m in wanted])
         right = set(range(len(by), len(by) + 1)) | set(range(len(by) + 2, len(headers)))
-        click.echo(text.table(headers, body, right))
+        text.echo_table(headers, body, right)
         n_runs = sum(len(g.rows) for g in groups)
         over_text = f"; mean ± std (n-1) over {', '.join(over)}" if over else ""
         click.echo(f"{len(groups)} group{'s' * (len(groups) != 1)} of {n_runs} runs{over_text}")
@@ -93,7 +93,7 @@ def runs(experiment, filter_string, sweep, sort, limit, group_by, metrics, as_js
                     + [text.fmt(r.params.get(k)) for k in keys]
                     + [text.fmt(r.metrics.get(m)) for m in wanted] + [text.fmt_duration(r.duration)])
     first_metric = len(headers) - len(wanted) - 1
-    click.echo(text.table(headers, body, set(range(first_metric, len(headers)))))
+    text.echo_table(headers, body, set(range(first_metric, len(headers))))
 
 
 @click.command()
@@ -151,7 +151,7 @@ def compare(run_ids, plot_path, all_params, as_json, tracking_uri):
     if metrics:
         body.append(["metrics"] + [""] * len(rows))
         body += [[f"  {m}"] + [text.fmt(r.metrics.get(m)) for r in rows] for m in metrics]
-    click.echo(text.table(headers, body))
+    text.echo_table(headers, body)
     if plot_path:
         click.echo(f"plot ({', '.join(panels)}) written to {plot_path}")
 
