@@ -12,6 +12,7 @@ from regfw.engine import train
 from regfw.plugins import load_plugins
 from regfw.recorder import Recorder
 from regfw.store import tags as T
+from regfw.store.keys import stored
 from regfw.sweep import build_grid, run_sweep
 from regfw.vectorize import plan_buckets
 from regfw.vectorize.optimizers import stacked
@@ -268,3 +269,58 @@ def test_refusals_are_one_line_and_create_no_run(invoke, store, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"regfw: error: {message}"), result.stderr
     assert "Traceback" not in result.output
+
+
+def _children_training(path) -> int:
+    import sqlite3
+    from contextlib import closing
+
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            return db.execute("SELECT COUNT(*) FROM (SELECT t.run_uuid FROM tags t JOIN metrics m ON m.run_uuid = "
+                              f"t.run_uuid WHERE t.key = '{T.BUCKET}' AND m.key = ? GROUP BY t.run_uuid "
+                              "HAVING COUNT(*) >= 2)", (stored("train_loss"),)).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_sigterm_ends_every_child_of_a_bucket_killed_with_its_metrics(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("regfw")), "sweep", "linear", "--seeds", "0-2",
+                             "--epochs", "50000000", "--log-every", "100", "--vectorize", "--tracking-uri", uri,
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and _children_training(tmp_path / "mlflow.db") < 3:
+            time.sleep(1)
+            if proc.poll() is not None:
+                pytest.fail(f"the sweep ended early ({proc.returncode}): {proc.communicate()[1]}")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("linear").experiment_id])
+    children = [r for r in runs if T.PARENT in r.data.tags]
+    assert len(children) == 3 and {c.info.status for c in children} == {"KILLED"}
+    for child in children:  # flushed on the way out: the curve so far is in the store
+        done = int(child.data.tags[T.EPOCHS_DONE])
+        assert child.data.tags[T.FAILURE] == f"interrupted at epoch {done}"
+        history = client.get_metric_history(child.info.run_id, stored("train_loss"))
+        assert history and max(m.step for m in history) <= done and history[-1].value < history[0].value
