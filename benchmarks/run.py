@@ -17,7 +17,8 @@ Rows:
  3. data path: batch fetching alone and a whole epoch, in-memory slicing against DataLoader;
  4. tiny full-batch steps: µs per step, the documents' eager loop against regfw's default path;
  5. start-up wall time of ``regfw --help`` and ``regfw list``;
- 6. a peer: PyTorch Lightning's Trainer (lean, then defaults) against regfw.
+ 6. a peer: PyTorch Lightning's Trainer (lean, then defaults) against regfw;
+ 9. vectorized sweeps (benchmarks/vectorize_row.py): points/s of ``--vectorize`` against one after another.
 """
 
 from __future__ import annotations
@@ -768,12 +769,20 @@ def load_average() -> str:
         return "n/a"
 
 
+def _row_vectorize(args, store: Store) -> list[Row]:
+    """Row 9 (benchmarks/vectorize_row.py): --vectorize sweeps against one point after another."""
+    sys.path.insert(0, str(HERE))
+    from vectorize_row import row_vectorize
+
+    return row_vectorize(args, store, alternate, Row)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small epoch counts and 5 rounds: checks the script")
     parser.add_argument("--pairs", type=int, default=5, help="rounds per comparison (at least 5)")
-    parser.add_argument("--rows", default="1,2,3,4,5,6,7", help="which rows to run, e.g. 1,4 (7: GPU rows, "
-                        "only where CUDA is available)")
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7,9", help="which rows to run, e.g. 1,4 (7: GPU rows, "
+                        "only where CUDA is available; 9: --vectorize)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads for every variant (0: torch's default); 1 keeps OpenMP "
                              "from stalling when other work shares the cores")
@@ -785,6 +794,10 @@ def main(argv=None) -> int:
     parser.add_argument("--lightning-mlp-epochs", type=int, default=20,
                         help="row 6: mlp-regression epochs (Lightning takes minutes for 100)")
     parser.add_argument("--mnist-train", type=int, default=60000, help="row 3: generated MNIST training images")
+    parser.add_argument("--vectorize-sizes", default="8,32", help="row 9: sweep sizes N (128 takes minutes)")
+    parser.add_argument("--vectorize-experiments", default="linear,quadratic-param,quadratic-linear,mlp-regression")
+    parser.add_argument("--vectorize-quadratic-epochs", type=int, default=20000, help="row 9: quadratic-* epochs")
+    parser.add_argument("--vectorize-mlp-epochs", type=int, default=10, help="row 9: mlp-regression epochs")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.json")
     parser.add_argument("--profile", metavar="EXPERIMENT", help="profile regfw training EXPERIMENT with pyinstrument "
                         "instead of benchmarking (writes profile-EXPERIMENT.txt under --out)")
@@ -794,6 +807,7 @@ def main(argv=None) -> int:
         args.linear_epochs, args.quadratic_linear_epochs, args.mlp_epochs = 1000, 2000, 2
         args.quadratic_param_epochs, args.steps, args.lightning_mlp_epochs = 20000, 5000, 2
         args.mnist_train = min(args.mnist_train, 6000)
+        args.vectorize_quadratic_epochs, args.vectorize_mlp_epochs = 2000, 1
     args.pairs = max(args.pairs, 5)
     args.out = args.out.resolve()  # the benchmark works inside a temp folder
     wanted = {int(r) for r in args.rows.split(",") if r.strip()}
@@ -818,7 +832,8 @@ def main(argv=None) -> int:
         store = Store(tmp)
         steps = [(1, lambda: row_overhead(args, store)), (2, lambda: row_tracking(args, store)),
                  (3, lambda: row_data(args, tmp)), (4, lambda: row_steps(args)), (5, lambda: row_startup(args, tmp)),
-                 (6, lambda: row_lightning(args, store, tmp)), (7, lambda: row_gpu(args, tmp))]
+                 (6, lambda: row_lightning(args, store, tmp)), (7, lambda: row_gpu(args, tmp)),
+                 (9, lambda: _row_vectorize(args, store))]
         for number, run in steps:
             if number in wanted:
                 rows.extend(run())

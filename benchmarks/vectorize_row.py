@@ -1,0 +1,77 @@
+"""Row 9 of benchmarks/run.py: ``regfw sweep --vectorize`` against the same points one after another.
+
+End to end through ``run_sweep`` into the benchmark's SQLite store (child runs, metrics, artifacts,
+statuses), points differing in seed. The one-after-another sweep costs the same per point at any N
+(each point is its own run), so it is measured on the smallest N only and its points/s compared
+with the vectorized sweep at every N. Besides points/s: µs per model-step of the stacked training
+alone (the bucket's training time / epochs / N) against a single run's, and the share of the
+vectorized sweep's time that is not training (MLflow runs, metrics, artifacts and plots).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import statistics
+import time
+
+EXPERIMENTS = ("linear", "quadratic-param", "quadratic-linear", "mlp-regression")
+
+
+def epochs_for(args, experiment: str) -> int:
+    return {"linear": args.linear_epochs, "quadratic-param": args.vectorize_quadratic_epochs,
+            "quadratic-linear": args.vectorize_quadratic_epochs, "mlp-regression": args.vectorize_mlp_epochs}[experiment]
+
+
+def row_vectorize(args, store, alternate, Row) -> list:
+    from regfw.plugins import get_plugins
+    from regfw.sweep import build_grid, run_sweep
+    from regfw.vectorize import bucket_run
+
+    registry = get_plugins().registry
+    sizes = sorted({int(n) for n in args.vectorize_sizes.split(",")})
+    wanted = [e for e in args.vectorize_experiments.split(",") if e]
+    rows = []
+    for experiment in wanted:
+        epochs = epochs_for(args, experiment)
+
+        def grid(n):
+            return build_grid(registry, experiment, sets=[f"train.epochs={epochs}"], seeds=f"0-{n - 1}")
+
+        stepped: dict = {n: [] for n in sizes}
+        shares: dict = {n: [] for n in sizes}
+        singles: list = []
+
+        def sequential(n=sizes[0]):
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                result = run_sweep(grid(n), store.uri, f"bench-{experiment}")
+            singles.extend(r.summary["train_seconds"] / epochs for r in result.results)
+            return (time.perf_counter() - start) / n
+
+        def vectorized(n):
+            def run():
+                start = time.perf_counter()
+                result = run_sweep(grid(n), store.uri, f"bench-{experiment}", vectorize=True)
+                wall = time.perf_counter() - start
+                if any(r.status != "FINISHED" for r in result.results):
+                    raise RuntimeError(f"{experiment}: a vectorized point did not finish")
+                timing = bucket_run.LAST_TIMING
+                stepped[n].append(timing.train / epochs / n)
+                shares[n].append(1 - timing.train / wall)
+                return wall / n
+            return run
+
+        variants = {"one after another": sequential} | {f"--vectorize N={n}": vectorized(n) for n in sizes}
+        print(f"row 9: {experiment}, {epochs} epochs, N = {', '.join(map(str, sizes))}", flush=True)
+        times = alternate(args.pairs, variants, experiment)
+        extra = {"epochs": epochs, "sizes": sizes, "sequential_points": sizes[0],
+                 "points_per_s": {name: 1 / statistics.median(t) for name, t in times.items()},
+                 "us_per_model_step": {"single run": 1e6 * statistics.median(singles)}
+                 | {f"--vectorize N={n}": 1e6 * statistics.median(stepped[n]) for n in sizes},
+                 "not_training_share": {f"--vectorize N={n}": statistics.median(shares[n]) for n in sizes}}
+        rows.append(Row(9, f"{experiment}, {epochs} epochs, seeds 0..N-1: seconds per point end to end "
+                           f"(one after another measured on {sizes[0]} points)", "one after another", times,
+                        unit="s/point", extra=extra,
+                        note="points/s = 1 / median; µs per model-step and the non-training share in the JSON"))
+    return rows
