@@ -18,6 +18,7 @@ Rows:
  4. tiny full-batch steps: µs per step, the documents' eager loop against regfw's default path;
  5. start-up wall time of ``regfw --help`` and ``regfw list``;
  6. a peer: PyTorch Lightning's Trainer (lean, then defaults) against regfw;
+ 8. data-parallel: one mnist-shaped epoch on 1 and on 2 CPU processes (``--nproc 2``), a functional figure.
  9. vectorized sweeps (benchmarks/vectorize_row.py): points/s of ``--vectorize`` against one after another.
 """
 
@@ -674,6 +675,38 @@ def row_gpu(args, tmp: Path) -> list[Row]:
     return rows
 
 
+# -- row 8: data-parallel (torchrun) -----------------------------------------------------------------
+
+def row_parallel(args, tmp: Path) -> list[Row]:
+    """One mnist-shaped epoch (generated images) in one process and in two (``--nproc 2``, gloo).
+    A functional figure: the processes share this machine's cores, so it is no speed target."""
+    import re
+
+    mnist_root = tmp / "idx"
+    if not (mnist_root / "MNIST" / "raw").exists():
+        write_mnist_idx(mnist_root, args.mnist_train, 10000 if not args.quick else 1000)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGFW_") and k != "MLFLOW_TRACKING_URI"}
+    base = [str(REGFW), "run", "mnist", "--epochs", "1", "--no-track", "--device", "cpu",
+            "--set", f"dataset.root={mnist_root}", "--set", "dataset.download=false"]
+    train = {"1 process": [], "2 processes (--nproc 2)": []}
+
+    def timed(name, extra):
+        def run():
+            out = subprocess.run(base + extra, cwd=tmp, env=env, capture_output=True, text=True, check=True).stdout
+            train[name].append(float(re.search(r"after 1 epochs in ([0-9.]+) s", out).group(1)))
+            return train[name][-1]
+        return run
+
+    print("row 8: data-parallel, one mnist epoch", flush=True)
+    times = alternate(args.pairs, {"1 process": timed("1 process", []),
+                                   "2 processes (--nproc 2)": timed("2 processes (--nproc 2)", ["--nproc", "2"])},
+                      "nproc")
+    return [Row(8, f"mnist-shaped epoch ({args.mnist_train} generated images, batch 32, CPU): training time as "
+                   "regfw reports it, 2 processes / 1", "1 process", times,
+                note="functional figure, not a target: both processes share the same cores; torchrun gives each "
+                     "worker one thread, one process uses torch's default")]
+
+
 def profile(args) -> int:
     """pyinstrument profile of regfw's training of one experiment, as text under --out."""
     from pyinstrument import Profiler
@@ -781,8 +814,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small epoch counts and 5 rounds: checks the script")
     parser.add_argument("--pairs", type=int, default=5, help="rounds per comparison (at least 5)")
-    parser.add_argument("--rows", default="1,2,3,4,5,6,7,9", help="which rows to run, e.g. 1,4 (7: GPU rows, "
-                        "only where CUDA is available; 9: --vectorize)")
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9", help="which rows to run, e.g. 1,4 (7: GPU rows, "
+                        "only where CUDA is available; 8: one epoch on 1 and 2 processes; 9: --vectorize)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads for every variant (0: torch's default); 1 keeps OpenMP "
                              "from stalling when other work shares the cores")
@@ -833,7 +866,7 @@ def main(argv=None) -> int:
         steps = [(1, lambda: row_overhead(args, store)), (2, lambda: row_tracking(args, store)),
                  (3, lambda: row_data(args, tmp)), (4, lambda: row_steps(args)), (5, lambda: row_startup(args, tmp)),
                  (6, lambda: row_lightning(args, store, tmp)), (7, lambda: row_gpu(args, tmp)),
-                 (9, lambda: _row_vectorize(args, store))]
+                 (8, lambda: row_parallel(args, tmp)), (9, lambda: _row_vectorize(args, store))]
         for number, run in steps:
             if number in wanted:
                 rows.extend(run())

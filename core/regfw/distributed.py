@@ -289,8 +289,8 @@ def resume_world(tags: dict, run_id: str, nproc: int | None, parallel) -> int:
     trained = int(tags.get(T.WORLD_SIZE, 1))
     asked = parallel.world if parallel is not None else (nproc or trained)
     if asked != trained:
-        how = f"regfw resume {run_id}" + (f" (or torchrun --nproc-per-node {trained} -m regfw resume {run_id})"
-                                           if trained > 1 else "")
+        how = f"`regfw resume {run_id}`" + (f" (or `torchrun --nproc-per-node {trained} -m regfw resume {run_id}`)"
+                                             if trained > 1 else "")
         raise RegfwError(f"run {run_id} was trained on {trained} process(es), not {asked}: its checkpoint continues "
-                         f"exactly only on as many; resume it with `{how}`, or start a new run")
+                         f"exactly only on as many; resume it with {how}, or start a new run")
     return trained
