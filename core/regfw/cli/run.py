@@ -40,6 +40,9 @@ def print_summary(outcome, config, tracker) -> None:
 @click.option("--nproc", type=click.IntRange(min=1), metavar="N",
               help="Train one run on N local processes with DistributedDataParallel (started through torchrun); "
                    "--batch-size stays the global batch. See docs/scaling.md.")
+@click.option("--snapshots", type=click.IntRange(min=2), metavar="K",
+              help="Keep K parameter snapshots along training (snapshots.pt): the path `regfw landscape` draws.")
+@click.option("--landscape", is_flag=True, help="At the end, draw the run's loss landscape as `regfw landscape` does.")
 @click.option("--sweep", is_flag=True, help="A --set with several values (optimizer.lr=0.01,0.1) makes a sweep, as `regfw sweep`.")
 @click.option("--vectorize", is_flag=True, help="With --sweep: train compatible points as one stacked program.")
 @click.pass_context
@@ -61,6 +64,9 @@ def run(ctx, **kwargs):
         raise RegfwError("--nproc starts torchrun itself; under torchrun leave it out")
     if kwargs["vectorize"] and not kwargs["sweep"]:
         raise RegfwError("--vectorize goes with --sweep (one run has nothing to stack)")
+    snapshots, landscape = kwargs.pop("snapshots"), kwargs.pop("landscape")
+    if kwargs["sweep"] and (snapshots or landscape):
+        raise RegfwError("--snapshots and --landscape go with one run, not --sweep")
     if kwargs.pop("sweep"):
         from regfw.cli.sweep import sweep_from_run
 
@@ -72,6 +78,8 @@ def run(ctx, **kwargs):
     config = resolve_from_options(plugins, kwargs)
     if kwargs["checkpoint_every"] and kwargs["no_track"]:
         raise RegfwError("--checkpoint-every stores checkpoints in the MLflow run; it cannot be used with --no-track")
+    if (snapshots or landscape) and kwargs["no_track"]:
+        raise RegfwError("--snapshots and --landscape are stored in the MLflow run; they cannot be used with --no-track")
     from regfw.cli.progress import Reporter
     from regfw.naming import default_run_name
     from regfw.runner import execute
@@ -89,7 +97,7 @@ def run(ctx, **kwargs):
     try:
         with sigterm_as_interrupt():
             outcome = execute(config, plugins, tracker, run_name=run_name, reporter=reporter,
-                              checkpoint_every=kwargs["checkpoint_every"], parallel=parallel)
+                              checkpoint_every=kwargs["checkpoint_every"], parallel=parallel, snapshots=snapshots)
     except (Interrupted, KeyboardInterrupt) as exc:  # before the run existed: nothing to mark
         click.echo("regfw: error: interrupted before the run started", err=True)
         sys.exit(getattr(exc, "exit_code", 130))
@@ -104,6 +112,10 @@ def run(ctx, **kwargs):
     if outcome.error:
         click.echo(f"regfw: error: {outcome.error}" + (f" (run {outcome.run_id} marked {outcome.status})" if outcome.run_id else ""),
                    err=True)
+    if landscape and outcome.status == "FINISHED":
+        from regfw.cli.landscape import draw_for_run
+
+        draw_for_run(plugins, tracker.uri, outcome.run_id, quiet=kwargs["quiet"])
     sys.exit(outcome.exit_code)
 
 

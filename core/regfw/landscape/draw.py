@@ -1,0 +1,130 @@
+"""Pictures of a :class:`regfw.landscape.compute.Landscape`: contour map, 3-D surface, 1-D curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DPI = 80  # small PNGs: they are logged with every landscape and kept in the docs
+
+
+def _levels(values):
+    """Contour levels, logarithmic when the loss spans more than two decades (a valley's floor
+    and walls are then both visible)."""
+    import numpy as np
+
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    if lo > 0 and hi / lo > 100:
+        return np.geomspace(lo, hi, 30), True
+    return np.linspace(lo, hi, 30) if hi > lo else 10, False
+
+
+def _marks(ax, ls, three_d: bool = False, zof=None):
+    """The path (start and end marked), the final point and the least-squares optimum."""
+    def put(coords, z, *args, **kwargs):
+        if three_d:
+            ax.plot(*[[c] if not hasattr(c, "__len__") else c for c in (*coords, z)], *args, **kwargs)
+        else:
+            ax.plot(*coords, *args, **kwargs)
+
+    if ls.path and ls.path["coords"]:
+        pts = list(zip(*ls.path["coords"]))
+        zs = zof(ls.path["loss"]) if zof else None
+        put(pts, zs, "-", color="white" if not three_d else "black", lw=1.2, marker=".", ms=4, label="path")
+        first, last = ls.path["coords"][0], ls.path["coords"][-1]
+        put(first, zof([ls.path["loss"][0]])[0] if zof else None, "o", color="limegreen", ms=8,
+            label=f"start (epoch {ls.path['epochs'][0]})")
+        put(last, zof([ls.path["loss"][-1]])[0] if zof else None, "s", color="orange", ms=7,
+            label=f"end (epoch {ls.path['epochs'][-1]})")
+    put(ls.final, zof([ls.final_loss])[0] if zof else None, "*", color="red", ms=13,
+        label=f"final ({ls.final_loss:.4g})")
+    if ls.optimum:
+        where = "" if ls.optimum["off_plane"] < 1e-6 else ", projected"
+        inside = all(a[0] <= c <= a[-1] for a, c in zip(ls.axes, ls.optimum["coords"]))
+        where += "" if inside else ", outside the picture"
+        put(ls.optimum["coords"], zof([ls.optimum["loss"]])[0] if zof else None, "x", color="cyan", ms=10, mew=2,
+            label=f"least squares ({ls.optimum['loss']:.4g}{where})")
+
+
+def _limits(ax, ls):
+    ax.set_xlim(ls.axes[0][0], ls.axes[0][-1])
+    if len(ls.axes) > 1:
+        ax.set_ylim(ls.axes[1][0], ls.axes[1][-1])
+
+
+def contour(ls, path: Path) -> Path:
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    from regfw.plots import pyplot
+
+    plt = pyplot()
+    values = np.array(ls.values)
+    levels, log = _levels(values)
+    fig, ax = plt.subplots(figsize=(6.4, 5))
+    filled = ax.contourf(ls.axes[0], ls.axes[1], values, levels=levels, cmap="viridis",
+                         norm=LogNorm() if log else None)
+    ax.contour(ls.axes[0], ls.axes[1], values, levels=levels[::3] if log else 10, colors="k", linewidths=0.3)
+    fig.colorbar(filled, ax=ax, label=ls.loss_name + (" (log scale)" if log else ""),
+                 format="%.3g")
+    _marks(ax, ls)
+    _limits(ax, ls)
+    ax.set(xlabel=ls.labels[0], ylabel=ls.labels[1], title=ls.title)
+    ax.legend(fontsize=7, loc="best", framealpha=0.7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def surface(ls, path: Path) -> Path:
+    import numpy as np
+
+    from regfw.plots import pyplot
+
+    plt = pyplot()
+    values = np.array(ls.values)
+    _, log = _levels(values)
+    z = np.log10(values) if log else values
+
+    def zof(losses):
+        return list(np.log10(losses)) if log else list(losses)
+
+    u, v = np.meshgrid(ls.axes[0], ls.axes[1])
+    fig = plt.figure(figsize=(6.4, 5))
+    ax = fig.add_subplot(projection="3d")
+    ax.plot_surface(u, v, z, cmap="viridis", alpha=0.85, linewidth=0)
+    _marks(ax, ls, three_d=True, zof=zof)
+    ax.set(xlabel=ls.labels[0], ylabel=ls.labels[1], zlabel=("log10 " if log else "") + ls.loss_name, title=ls.title)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def curve(ls, path: Path) -> Path:
+    """The loss along the first direction (the plane's line through the final point)."""
+    import numpy as np
+
+    from regfw.plots import pyplot
+
+    plt = pyplot()
+    values = np.array(ls.values)
+    values = values if values.ndim == 1 else values[len(values) // 2]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    ax.plot(ls.axes[0], values, marker=".", ms=3, label=ls.loss_name)  # linear, as document 002 draws it
+    ax.plot(ls.final[0], ls.final_loss, "*", color="red", ms=13, label=f"final ({ls.final_loss:.4g})")
+    if ls.path and ls.path["coords"]:
+        xs = [c[0] for c in ls.path["coords"]]
+        ax.plot(xs, ls.path["loss"], ".-", color="gray", ms=4, lw=0.8, label="path")
+        ax.plot(xs[0], ls.path["loss"][0], "o", color="limegreen", ms=8, label=f"start (epoch {ls.path['epochs'][0]})")
+    if ls.optimum:
+        ax.plot(ls.optimum["coords"][0], ls.optimum["loss"], "x", color="cyan", ms=10, mew=2,
+                label=f"least squares ({ls.optimum['loss']:.4g})")
+    ax.set_xlim(ls.axes[0][0], ls.axes[0][-1])
+    ax.set(xlabel=ls.labels[0], ylabel=ls.loss_name, title=ls.title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
