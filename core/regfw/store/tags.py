@@ -56,6 +56,9 @@ SWEEP_FAILED = "regfw.sweep_failed"
 SWEEP_FINISHED = "regfw.sweep_finished"
 SWEEP_NOT_RUN = "regfw.sweep_not_run"
 PARENT = "mlflow.parentRunId"
+# Sweeps on Ray (--backend ray): where a point ran, and which try it was when --retries ran it again.
+RAY_NODE = "regfw.ray_node"  # the worker node's IP address, as Ray knows it (plus regfw.host, regfw.pid)
+ATTEMPT = "regfw.attempt"  # 2, 3...: the point's worker died before; absent on a first attempt
 # Vectorized sweeps (--vectorize): the stacked program a child run trained in, "bucket 2, 32 points".
 BUCKET = "regfw.bucket"
 # Data-parallel runs (torchrun, `regfw run --nproc N`); absent on a single-process run.
