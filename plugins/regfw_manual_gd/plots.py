@@ -1,4 +1,8 @@
-"""The document's landscapes: MSE over a grid of w, and the MSE surface over (w, b) in 3D."""
+"""The document's landscapes: MSE over a grid of w, and the MSE surface over (w, b) in 3D.
+
+Both come from regfw's landscape code (``regfw.landscape``: the batched evaluator over the model's
+own parameters, and its drawing), the same that ``regfw landscape RUN_ID`` uses.
+"""
 
 from __future__ import annotations
 
@@ -12,29 +16,37 @@ EXERCISE_X = [1.0, 2.0, 3.0]
 EXERCISE_Y = [5.0, 8.0, 11.0]  # y = 3x + 2
 
 
-def _pyplot():
-    import matplotlib
+def _grid(xs, ys, bias: bool, grid):
+    """MSE of ŷ = x·w (+ b) over ``grid`` for w (and b): the model's parameters as the axes."""
+    import torch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from regfw.landscape import loss_grid, params_plane
+    from regfw_manual_gd.model import ManualLinear
 
-    return plt
+    model = ManualLinear(0.0, 0.0 if bias else None, None)
+    x = torch.tensor(xs, dtype=torch.float64).reshape(-1, 1)
+    y = torch.tensor(ys, dtype=torch.float64).reshape(-1, 1)
+    model = model.double()  # the document computes in Python floats
+    axes = [grid, grid] if bias else [grid]
+    return loss_grid(model, torch.nn.MSELoss(), x, y, params_plane(model), axes).tolist()
 
 
 def mse_over_w(xs, ys, grid=GRID) -> list[float]:
     """Exhaustive search: MSE of ŷ = x·w for each w of the grid."""
-    return [sum((x * w - y) ** 2 for x, y in zip(xs, ys)) / len(xs) for w in grid]
+    return _grid(xs, ys, False, grid)
 
 
 def mse_over_wb(xs, ys, grid=GRID) -> list[list[float]]:
     """MSE of ŷ = x·w + b, rows over b, columns over w."""
-    return [[sum((x * w + b - y) ** 2 for x, y in zip(xs, ys)) / len(xs) for w in grid] for b in grid]
+    return _grid(xs, ys, True, grid)
 
 
 def write_landscapes(folder: Path, run: RunView) -> None:
     """The three artifacts, from the run's training data, trained model and resolved configuration."""
+    from regfw.landscape import Landscape
+    from regfw.landscape import draw
+
     folder, model, data = Path(folder), run.model, run.data
-    plt = _pyplot()
     if data is not None and data.x_train.ndim == 2 and data.x_train.shape[1] == 1:
         xs = data.x_train.cpu().flatten().tolist()
         ys = data.y_train.cpu().flatten().tolist()
@@ -42,26 +54,18 @@ def write_landscapes(folder: Path, run: RunView) -> None:
         best = min(range(len(GRID)), key=mse.__getitem__)
         (folder / "mse_grid_w.json").write_text(json.dumps(
             {"w": GRID, "mse": mse, "best_w": GRID[best], "best_mse": mse[best]}, indent=1), encoding="utf-8")
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(GRID, mse, marker=".")
-        ax.set(xlabel="w", ylabel="MSE", title=f"MSE of y = x*w over w (minimum at w = {GRID[best]:g})")
-        fig.tight_layout()
-        fig.savefig(folder / "mse_grid_w.png", dpi=100)
-        plt.close(fig)
+        learned = model.learned_parameters() if isinstance(model, ReportsLearnedParameters) else {}
+        final = [learned["w"]] if "w" in learned and "b" not in learned else None
+        final_loss = mse_over_w(xs, ys, final)[0] if final else None
+        draw.curve(Landscape("params", ["w"], [GRID], mse, final, final_loss, loss_name="MSE",
+                             title=f"MSE of y = x*w over w (minimum at w = {GRID[best]:g})"),
+                   folder / "mse_grid_w.png")
 
     surface = mse_over_wb(EXERCISE_X, EXERCISE_Y)
     (folder / "mse_surface_wb.json").write_text(json.dumps(
         {"x": EXERCISE_X, "y": EXERCISE_Y, "w": GRID, "b": GRID, "mse[b][w]": surface}), encoding="utf-8")
-    import numpy as np
-
-    w_grid, b_grid = np.meshgrid(GRID, GRID)
-    fig = plt.figure(figsize=(7, 5))
-    ax = fig.add_subplot(projection="3d")
-    ax.plot_surface(w_grid, b_grid, np.array(surface), cmap="viridis")
-    ax.set(xlabel="w", ylabel="b", zlabel="MSE", title="MSE of y = x*w + b on y = 3x + 2")
-    fig.tight_layout()
-    fig.savefig(folder / "mse_surface_wb.png", dpi=100)
-    plt.close(fig)
+    draw.surface(Landscape("params", ["w", "b"], [GRID, GRID], surface, None, None, loss_name="MSE",
+                           title="MSE of y = x*w + b on y = 3x + 2"), folder / "mse_surface_wb.png", scale="linear")
 
     if isinstance(model, ReportsLearnedParameters):
         params = run.config["model"]["params"]

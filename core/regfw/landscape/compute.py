@@ -15,8 +15,8 @@ class Landscape:
     labels: list
     axes: list  # one or two lists of coordinates
     values: list  # the loss: [v][u] for a plane, [u] for a line
-    final: list  # the final parameters' coordinates
-    final_loss: float
+    final: list | None  # the final parameters' coordinates (None: no point to mark)
+    final_loss: float | None
     loss_name: str = "training loss"
     title: str = ""
     note: str = ""

@@ -7,13 +7,13 @@ from pathlib import Path
 DPI = 80  # small PNGs: they are logged with every landscape and kept in the docs
 
 
-def _levels(values):
-    """Contour levels, logarithmic when the loss spans more than two decades (a valley's floor
-    and walls are then both visible)."""
+def _levels(values, scale: str = "auto"):
+    """Contour levels, logarithmic (``scale='auto'``) when the loss spans more than two decades: a
+    valley's floor and walls are then both visible."""
     import numpy as np
 
     lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
-    if lo > 0 and hi / lo > 100:
+    if scale == "log" or (scale == "auto" and lo > 0 and hi / lo > 100):
         return np.geomspace(lo, hi, 30), True
     return np.linspace(lo, hi, 30) if hi > lo else 10, False
 
@@ -35,8 +35,9 @@ def _marks(ax, ls, three_d: bool = False, zof=None):
             label=f"start (epoch {ls.path['epochs'][0]})")
         put(last, zof([ls.path["loss"][-1]])[0] if zof else None, "s", color="orange", ms=7,
             label=f"end (epoch {ls.path['epochs'][-1]})")
-    put(ls.final, zof([ls.final_loss])[0] if zof else None, "*", color="red", ms=13,
-        label=f"final ({ls.final_loss:.4g})")
+    if ls.final is not None:
+        put(ls.final, zof([ls.final_loss])[0] if zof else None, "*", color="red", ms=13,
+            label=f"final ({ls.final_loss:.4g})")
     if ls.optimum:
         where = "" if ls.optimum["off_plane"] < 1e-6 else ", projected"
         inside = all(a[0] <= c <= a[-1] for a, c in zip(ls.axes, ls.optimum["coords"]))
@@ -51,7 +52,7 @@ def _limits(ax, ls):
         ax.set_ylim(ls.axes[1][0], ls.axes[1][-1])
 
 
-def contour(ls, path: Path) -> Path:
+def contour(ls, path: Path, scale: str = "auto") -> Path:
     import numpy as np
     from matplotlib.colors import LogNorm
 
@@ -59,7 +60,7 @@ def contour(ls, path: Path) -> Path:
 
     plt = pyplot()
     values = np.array(ls.values)
-    levels, log = _levels(values)
+    levels, log = _levels(values, scale)
     fig, ax = plt.subplots(figsize=(6.4, 5))
     filled = ax.contourf(ls.axes[0], ls.axes[1], values, levels=levels, cmap="viridis",
                          norm=LogNorm() if log else None)
@@ -76,14 +77,14 @@ def contour(ls, path: Path) -> Path:
     return path
 
 
-def surface(ls, path: Path) -> Path:
+def surface(ls, path: Path, scale: str = "auto") -> Path:
     import numpy as np
 
     from regfw.plots import pyplot
 
     plt = pyplot()
     values = np.array(ls.values)
-    _, log = _levels(values)
+    _, log = _levels(values, scale)
     z = np.log10(values) if log else values
 
     def zof(losses):
@@ -95,7 +96,8 @@ def surface(ls, path: Path) -> Path:
     ax.plot_surface(u, v, z, cmap="viridis", alpha=0.85, linewidth=0)
     _marks(ax, ls, three_d=True, zof=zof)
     ax.set(xlabel=ls.labels[0], ylabel=ls.labels[1], zlabel=("log10 " if log else "") + ls.loss_name, title=ls.title)
-    ax.legend(fontsize=7, loc="upper left")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -113,7 +115,8 @@ def curve(ls, path: Path) -> Path:
     values = values if values.ndim == 1 else values[len(values) // 2]
     fig, ax = plt.subplots(figsize=(6.4, 4))
     ax.plot(ls.axes[0], values, marker=".", ms=3, label=ls.loss_name)  # linear, as document 002 draws it
-    ax.plot(ls.final[0], ls.final_loss, "*", color="red", ms=13, label=f"final ({ls.final_loss:.4g})")
+    if ls.final is not None:
+        ax.plot(ls.final[0], ls.final_loss, "*", color="red", ms=13, label=f"final ({ls.final_loss:.4g})")
     if ls.path and ls.path["coords"]:
         xs = [c[0] for c in ls.path["coords"]]
         ax.plot(xs, ls.path["loss"], ".-", color="gray", ms=4, lw=0.8, label="path")
