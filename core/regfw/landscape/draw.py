@@ -87,8 +87,10 @@ def surface(ls, path: Path, scale: str = "auto") -> Path:
     _, log = _levels(values, scale)
     z = np.log10(values) if log else values
 
-    def zof(losses):
-        return list(np.log10(losses)) if log else list(losses)
+    floor = float(values[values > 0].min()) if log else 0.0
+
+    def zof(losses):  # a point at zero loss (an exact fit) sits on the picture's floor
+        return list(np.log10(np.maximum(losses, floor))) if log else list(losses)
 
     u, v = np.meshgrid(ls.axes[0], ls.axes[1])
     fig = plt.figure(figsize=(6.4, 5))
