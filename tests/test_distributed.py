@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from regfw.distributed import DEFAULT_TIMEOUT, ENV_TIMEOUT, shard_bounds, worker_argv
 from regfw.store.keys import stored
-
-pytestmark = pytest.mark.slow
 
 REGFW = str(Path(sys.executable).with_name("regfw"))
 TOLERANCE = dict(rel=1e-4, abs=1e-6)  # docs/scaling.md states this tolerance
@@ -115,6 +114,48 @@ def curve(client, run, name) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, stored(name)))
 
 
+# -- fast: the pieces that need no second process --------------------------------------------------
+def test_shards_cover_every_row_once_and_differ_by_at_most_one():
+    for world in (1, 2, 3, 5):
+        for rows in (0, 1, 2, 4, 33, 100):
+            spans = [shard_bounds(rows, rank, world) for rank in range(world)]
+            assert [i for lo, hi in spans for i in range(lo, hi)] == list(range(rows))
+            sizes = [hi - lo for lo, hi in spans]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_each_process_runs_the_command_without_nproc():
+    assert worker_argv(["run", "mnist", "--nproc", "2", "--epochs", "3"]) == ["run", "mnist", "--epochs", "3"]
+    assert worker_argv(["resume", "abc", "--nproc=2", "-q"]) == ["resume", "abc", "-q"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["manual-gd"], "train.grad=formula"),
+    (["linear", "--device", "mps"], "need --device cuda or cpu"),
+    (["linear", "--device", "cuda:1"], "give --device cuda, not cuda:1"),
+    (["linear", "--nproc", "2"], "under torchrun leave it out"),
+    (["linear", "--sweep", "--set", "optimizer.lr=0.1,0.2"], "data-parallel (--nproc, torchrun) trains one"),
+])
+def test_what_cannot_run_data_parallel_is_one_line_and_no_run(invoke, store, monkeypatch, args, needle):
+    """As torchrun starts a process (its variables set), refused before joining any other process."""
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(name, value)
+    result = invoke("run", *args, "--tracking-uri", store, "--epochs", 1)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("regfw: error: ") and needle in lines[0], result.stderr
+    assert MlflowClient(store).search_experiments(filter_string="name != 'Default'") == []
+
+
+def test_the_docs_state_the_tolerance_and_the_timeout():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "scaling.md").read_text(encoding="utf-8")
+    assert f"within a relative {TOLERANCE['rel']:.0e}".replace("e-0", "e-") in doc
+    assert ENV_TIMEOUT in doc and f"(default {DEFAULT_TIMEOUT:g})" in doc
+
+
+# -- real torchrun processes -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_two_processes_record_one_run_equal_to_one_process(invoke, store, tmp_path):
     alone = invoke("run", *BINARY, "--epochs", 3, "--tracking-uri", store, "--experiment-name", "alone")
     assert alone.exit_code == 0, alone.stderr
@@ -137,6 +178,7 @@ def test_two_processes_record_one_run_equal_to_one_process(invoke, store, tmp_pa
     assert names == {a.path for a in client.list_artifacts(one.info.run_id)}  # artifacts once, the same set
 
 
+@pytest.mark.slow
 def test_a_rank_that_dies_ends_the_run_failed_within_bounded_time(store, tmp_path):
     proc = start(["run", *BINARY, "--epochs", 100000, "--nproc", 2, "--tracking-uri", store,
                   "--experiment-name", "dies"], tmp_path)
@@ -163,6 +205,7 @@ def test_a_rank_that_dies_ends_the_run_failed_within_bounded_time(store, tmp_pat
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_the_run_killed_and_resume_needs_as_many_processes(invoke, store, tmp_path):
     """linear is full batch: each rank takes half of the 100 rows every epoch (pointless, but right)."""
     args = ["linear", "--epochs", 800, "--checkpoint-every", 100, "--tracking-uri", store]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 from datetime import timedelta
 
@@ -248,9 +247,10 @@ def worker_argv(argv: list[str], option: str = "--nproc") -> list[str]:
     return out
 
 
-def launch(nproc: int, argv: list[str]) -> int:
+def launch(nproc: int, argv: list[str]) -> tuple[int, str | None]:
     """Run ``python -m regfw ARGV`` on ``nproc`` local processes through torch's elastic launcher
-    (``torchrun --standalone``), in this process; return the exit code for this command."""
+    (``torchrun --standalone``), in this process. Returns the exit code for this command (rank
+    0's when it failed) and, when processes failed, one line saying how each ended."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
@@ -263,13 +263,12 @@ def launch(nproc: int, argv: list[str]) -> int:
     except ChildFailedError as exc:
         # The ranks printed their own errors (rank 0 the run's); say which processes ended how.
         ended = ", ".join(f"process {rank}: {_how(f.exitcode)}" for rank, f in sorted(exc.failures.items()))
-        print(f"regfw: error: {ended}", file=sys.stderr)
         codes = {rank: f.exitcode for rank, f in exc.failures.items()}
         code = codes.get(0, next(iter(codes.values())))
-        return code if code > 0 else 128 - code
+        return (code if code > 0 else 128 - code), ended
     except SignalException as exc:  # Ctrl-C or SIGTERM: torchrun passed it to every rank
-        return 128 + int(exc.sigval)
-    return 0
+        return 128 + int(exc.sigval), None
+    return 0, None
 
 
 def _how(code: int) -> str:

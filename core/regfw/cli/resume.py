@@ -26,7 +26,7 @@ def resume(run_id, tracking_uri, checkpoint_every, quiet, nproc):
     from regfw.checkpoint import load_resume
     from regfw.cli.common import one_line_plugin_errors
     from regfw.cli.progress import Reporter
-    from regfw.cli.run import print_summary
+    from regfw.cli.run import launch_and_exit, print_summary
     from regfw.plugins import get_plugins
     from regfw.runner import execute
     from regfw.store import MlflowTracker, tracking_uri as resolve_uri
@@ -41,7 +41,7 @@ def resume(run_id, tracking_uri, checkpoint_every, quiet, nproc):
     parallel = distributed.from_env()  # None unless torchrun started this process
     world = distributed.resume_world(found.tags, run_id, nproc, parallel)  # another number: one-line error
     if world > 1 and parallel is None:  # a data-parallel run continues on as many processes, via torchrun
-        sys.exit(distributed.launch(world, distributed.worker_argv(sys.argv[1:])))
+        launch_and_exit(world)
     tracker = MlflowTracker(uri, found.experiment_name)
     reporter = Reporter("quiet" if quiet else "auto")
     if not quiet and (parallel is None or parallel.leader):

@@ -91,7 +91,7 @@ def run(ctx, **kwargs):
         tracker = MlflowTracker(tracking_uri(kwargs["tracking_uri"]), kwargs["experiment_name"] or config.experiment)
     run_name = kwargs["run_name"] or default_run_name(plugins.registry, config)
     if nproc:  # the input is checked above, once; each process runs this command without --nproc
-        sys.exit(distributed.launch(nproc, distributed.worker_argv(sys.argv[1:])))
+        launch_and_exit(nproc)
     parallel = distributed.from_env()  # None unless torchrun started this process
     reporter = Reporter("quiet" if kwargs["quiet"] else "auto")
     try:
@@ -117,6 +117,16 @@ def run(ctx, **kwargs):
 
         draw_for_run(plugins, tracker.uri, outcome.run_id, quiet=kwargs["quiet"])
     sys.exit(outcome.exit_code)
+
+
+def launch_and_exit(nproc: int) -> None:
+    """Run this command line, without --nproc, on ``nproc`` processes through torchrun."""
+    from regfw import distributed
+
+    code, ended = distributed.launch(nproc, distributed.worker_argv(sys.argv[1:]))
+    if ended:  # the processes printed their own errors; this says how each one ended
+        click.echo(f"regfw: error: {ended}", err=True)
+    sys.exit(code)
 
 
 COMMANDS = [run]
