@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from regfw.configfile import load_config_file  # noqa: F401 - where callers have always found it
 from regfw.errors import RegfwError, did_you_mean
 from regfw.errors import show as _show  # short name: used in most messages below
 from regfw.params import Param, validate
@@ -90,8 +90,15 @@ def split_assignment(item: str, example: str = "optimizer.lr=0.1") -> tuple[str,
 
 
 def parse_set(items: tuple[str, ...] | list[str]) -> list[tuple[str, object]]:
-    """``["optimizer.lr=0.1"]`` → ``[("optimizer.lr", "0.1")]``; values are typed later."""
-    return [(key, _scalar(value)) for key, value in map(split_assignment, items)]
+    """``["optimizer.lr=0.1"]`` → ``[("optimizer.lr", "0.1")]``; values are typed later.
+    A key given twice is refused (as ``regfw sweep`` does) rather than silently won by the last."""
+    pairs = [(key, _scalar(value)) for key, value in map(split_assignment, items)]
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise RegfwError(f"--set {_show(key)} is given twice; keep one")
+        seen.add(key)
+    return pairs
 
 
 def _scalar(text: str) -> object:
@@ -107,32 +114,6 @@ def _scalar(text: str) -> object:
         except yaml.YAMLError:
             raise RegfwError(f"cannot read {_show(text)} as a list; write e.g. [256, 128]") from None
     return text
-
-
-def load_config_file(path: str | Path) -> dict:
-    """Read a ``--config`` YAML file (same shape as ``regfw show``) with ``safe_load``."""
-    import yaml
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RegfwError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RegfwError(f"cannot read config file {path}: {type(exc).__name__}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise RegfwError(f"config file {path} is not valid YAML{where}") from None
-    except RecursionError:  # thousands of nested brackets: no configuration is that deep
-        raise RegfwError(f"config file {path} is nested too deeply to be a configuration") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise RegfwError(f"config file {path} must hold a mapping (like `regfw show` prints), got {type(data).__name__}")
-    return data
 
 
 def dataset_dims(entry, params: dict) -> dict:
@@ -163,6 +144,18 @@ def _check_device(value: object) -> str:
     if not isinstance(value, str) or not DEVICE_RE.match(value.strip()):
         raise RegfwError(f"device must be auto, cpu, cuda, cuda:N or mps, got {_show(value)}")
     return value.strip()
+
+
+def _unknown_key(key: str, section: str, source: str) -> str:
+    """Why ``key`` cannot be set from ``source`` (``--set``/options), with what can."""
+    valid = "seed, device, train.<key>, " + ", ".join(f"{p}, {p}.<param>" for p in PARTS)
+    if section == "experiment":
+        return f"the experiment is the command's first argument (regfw run EXPERIMENT), not a {source} key"
+    if section == "train":
+        return f"train is a group of settings: set one of them, e.g. train.epochs=5 (valid: {valid})"
+    hint = did_you_mean(section, [k for k in TOP_KEYS if k != "experiment"])
+    hint = hint if hint.startswith(" (") else ""  # the full list follows anyway
+    return f"unknown key {_show(key)} in {source}{hint}; valid: {valid}"
 
 
 def resolve(
@@ -199,12 +192,13 @@ def resolve(
         elif section == "train" and sub:
             train[sub] = value
         else:
-            valid = "seed, device, train.<key>, " + ", ".join(f"{p}, {p}.<param>" for p in PARTS)
-            raise RegfwError(f"unknown key {_show(key)} in {source}{did_you_mean(section, TOP_KEYS)}; valid: {valid}")
+            raise RegfwError(_unknown_key(key, section, source))
 
     for key, value in (config_file or {}).items():
         if key not in TOP_KEYS:
-            raise RegfwError(f"unknown key {_show(key)} in --config{did_you_mean(str(key), TOP_KEYS)}; valid keys: {', '.join(TOP_KEYS)}")
+            hint = did_you_mean(str(key), TOP_KEYS)
+            hint = hint if hint.startswith(" (") else ""  # the full list follows anyway
+            raise RegfwError(f"unknown key {_show(key)} in --config{hint}; valid keys: {', '.join(TOP_KEYS)}")
         if key == "experiment":
             if value != experiment:
                 raise RegfwError(f"--config is for experiment {_show(value)}, not '{experiment}'")
