@@ -69,7 +69,8 @@ def point_bytes(state, shared_data: bool) -> int:
     train_bytes = sum(t.numel() * t.element_size() for t in data[:2])
     shuffled = state.config.train["shuffle"] and state.config.train["batch_size"] != "full"
     params = sum(p.numel() * p.element_size() for p in state.model.parameters())
-    return (0 if shared_data else data_bytes) + (train_bytes if shuffled else 0) + STATE_COPIES * params
+    # Not shared: each point's own tensors stay alive (summaries and artifacts read them) beside the stacked copy.
+    return (0 if shared_data else 2 * data_bytes) + (train_bytes if shuffled else 0) + STATE_COPIES * params
 
 
 def probe_group(config, registry) -> tuple[str | None, object]:
