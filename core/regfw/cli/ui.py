@@ -22,6 +22,7 @@ READY_TIMEOUT = 300.0  # seconds: importing MLflow on a busy 2-core machine can 
 # MLflow's UI opens in its GenAI view (traces, no runs) unless told otherwise; this query
 # parameter opens the runs table. Experiments regfw creates also carry the matching kind tag.
 VIEW = "?workflowType=machine_learning"
+SHOWN_EXPERIMENTS = 5
 
 
 def port_taken(host: str, port: int) -> bool:
@@ -96,6 +97,24 @@ def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
             time.sleep(0.1)
 
 
+def experiment_links(host: str, port: int, base: str, limit: int = SHOWN_EXPERIMENTS) -> list[tuple[str, str]]:
+    """The most recently used experiments and the address of their runs table, asked of the
+    server itself (no MLflow import here). MLflow 3.17 keeps its GenAI/Model-training choice in
+    the browser and drops it when an experiment is opened from its list, so these links carry it."""
+    import json
+    import urllib.request
+
+    target = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    target = f"[{target}]" if ":" in target else target
+    query = f"http://{target}:{port}/api/2.0/mlflow/experiments/search?max_results={limit}&order_by=last_update_time%20DESC"
+    try:
+        with urllib.request.urlopen(query, timeout=10) as response:
+            found = json.loads(response.read().decode()).get("experiments", [])
+    except (OSError, ValueError):
+        return []  # the links are a convenience; the UI itself is up
+    return [(e["name"], f"{base}/#/experiments/{e['experiment_id']}/runs{VIEW}") for e in found]
+
+
 @click.command()
 @click.option("--tracking-uri", metavar="URI", help="Store to open (default: $MLFLOW_TRACKING_URI or ./mlruns).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything else exposes your runs.")
@@ -116,7 +135,8 @@ def ui(tracking_uri, host, port):
         click.echo(f"regfw: warning: binding {host}: the UI will be reachable from other machines", err=True)
     command, env = server_command(uri, host, port)
     shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}/#/experiments{VIEW}"
+    base = f"http://{shown}:{port}"
+    url = f"{base}/#/experiments{VIEW}"
     click.echo(f"starting the MLflow UI over {uri} ...", err=True)
 
     stopping: list[int] = []
@@ -136,6 +156,8 @@ def ui(tracking_uri, host, port):
             raise RegfwError(f"the MLflow server exited (status {code}) before serving; see its output above"
                              if code is not None else f"the MLflow server did not answer on port {port} in time")
         click.echo(f"MLflow UI at {url}  (store: {uri}; Ctrl-C to stop)")
+        for name, link in experiment_links(host, port, base):
+            click.echo(f"  {name}: {link}")
         code = proc.wait()
     except KeyboardInterrupt:
         code = 128 + (stopping[0] if stopping else signal.SIGINT)

@@ -22,6 +22,16 @@ NOTE = "mlflow.note.content"  # the description MLflow's UI shows
 EXPERIMENT_KIND = "mlflow.experimentKind"
 KIND_TRAINING = "custom_model_development"
 
+# The colour MLflow's UI draws a run in (its own pick is a hash of the run id, which can give a
+# sweep's points near-identical colours). A sweep's parent is grey, its points distinct colours.
+RUN_COLOR = "mlflow.runColor"
+PARENT_COLOR = "#8c8c8c"
+POINT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+
+
+def point_color(index: int) -> str:
+    return POINT_COLORS[index % len(POINT_COLORS)]
+
 
 def component(part: str) -> str:
     """``regfw.model``: the registered name of the run's model (dataset, loss, optimizer)."""

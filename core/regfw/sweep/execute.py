@@ -83,12 +83,13 @@ def run_sweep(grid: Grid, uri: str, experiment_name: str, *, jobs: int = 1, repo
         T.SWEEP_POINTS: len(grid.points),
         T.SWEEP_AXES: json.dumps({a.key: a.values for a in grid.axes}),
         T.NOTE: f"regfw sweep {sweep_id}: {len(grid.points)} points over {axes_text}",
+        T.RUN_COLOR: T.PARENT_COLOR,
     }
     parent_id = parent.start(sweep_name(grid), params, tags)
 
     tasks = [PointTask(point.index, point.config, point.run_name, uri, experiment_name,
                        {T.PARENT: parent_id, T.SWEEP_ID: sweep_id, T.SWEEP_POINT: point.label() or "-",
-                        T.SWEEP_INDEX: point.index})
+                        T.SWEEP_INDEX: point.index, T.RUN_COLOR: T.point_color(point.index)})
              for point in grid.points]
     results: list[PointResult] = []
     interrupted: BaseException | None = None
