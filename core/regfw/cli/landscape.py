@@ -34,8 +34,8 @@ def report(written, uri: str, run_id: str) -> None:
                f"{_range(ls.values)}, final {ls.final_loss:.6g}" + (f"; {ls.note}" if ls.note else ""))
     if ls.optimum:
         click.echo(f"  least-squares optimum {ls.optimum['loss']:.6g}")
-    for name in written.files:
-        click.echo(f"  artifact landscape/{name}" + (f"  (and {written.out / name})" if written.out else ""))
+    for i, name in enumerate(written.files):
+        click.echo(f"  artifact landscape/{name}" + (f"  (and {written.copies[i]})" if written.copies else ""))
 
 
 def draw_for_run(plugins, uri: str, run_id: str, *, quiet: bool = False, **options) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
+from regfw.errors import RegfwError
 from regfw.landscape.plane import Plane, make_plane
 
 PAD = 0.2  # of the path's extent, on each side
@@ -26,7 +29,19 @@ class Landscape:
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "extra"} | self.extra
+        """Plain JSON: a non-finite loss (an overflow far out on the grid) becomes null."""
+        out = {k: v for k, v in self.__dict__.items() if k != "extra"} | self.extra
+        return _finite(out)
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def default_axes(plane: Plane, path_coords, span: float | None, grid: int) -> list:
@@ -119,6 +134,8 @@ def compute(model, loss_fn, data, *, directions: str | None = None, trajectory=N
     seconds = time.perf_counter() - started
     final = torch.tensor([plane.center], dtype=torch.float64)
     final_loss = float(losses_at(model, loss_fn, x, y, plane, final)[0])
+    if not math.isfinite(final_loss):
+        raise RegfwError(f"the final parameters give a loss of {final_loss}: nothing to draw around (did the run diverge?)")
     if path is not None:
         path["loss"] = losses_at(model, loss_fn, x, y, plane, path_coords).tolist()
     optimum = None

@@ -12,6 +12,7 @@ def _levels(values, scale: str = "auto"):
     valley's floor and walls are then both visible."""
     import numpy as np
 
+    values = np.where(np.isfinite(values), values, np.nan)
     lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
     if scale == "log" or (scale == "auto" and lo > 0 and hi / lo > 100):
         return np.geomspace(lo, hi, 30), True
@@ -59,7 +60,8 @@ def contour(ls, path: Path, scale: str = "auto") -> Path:
     from regfw.plots import pyplot
 
     plt = pyplot()
-    values = np.array(ls.values)
+    values = np.array(ls.values, dtype=float)
+    values[~np.isfinite(values)] = np.nan  # an overflow far out on the grid: left blank
     levels, log = _levels(values, scale)
     fig, ax = plt.subplots(figsize=(6.4, 5))
     filled = ax.contourf(ls.axes[0], ls.axes[1], values, levels=levels, cmap="viridis",
@@ -83,7 +85,8 @@ def surface(ls, path: Path, scale: str = "auto") -> Path:
     from regfw.plots import pyplot
 
     plt = pyplot()
-    values = np.array(ls.values)
+    values = np.array(ls.values, dtype=float)
+    values[~np.isfinite(values)] = np.nan
     _, log = _levels(values, scale)
     z = np.log10(values) if log else values
 

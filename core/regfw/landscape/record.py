@@ -29,7 +29,7 @@ FOLDER = "landscape"
 class Written:
     landscape: object  # regfw.landscape.compute.Landscape
     files: list  # names under the run's landscape/ artifacts
-    out: Path | None
+    copies: list  # the same files under --out
 
 
 def _run(client, uri: str, run_id: str):
@@ -133,9 +133,11 @@ def landscape_of_run(uri: str, run_id: str, registry, *, directions: str | None 
             client.log_artifacts(run_id, str(pictures), FOLDER)
         except Exception as exc:  # noqa: BLE001
             raise store_error(uri, exc) from None
-        if out is not None:
+        copies = []
+        if out is not None:  # named after the experiment too: several runs can share one folder
             target = Path(out)
             target.mkdir(parents=True, exist_ok=True)
             for name in files:
-                shutil.copyfile(pictures / name, target / name)
-    return Written(ls, files, Path(out) if out is not None else None)
+                copies.append(target / name.replace("landscape_", f"landscape_{config.experiment}_", 1))
+                shutil.copyfile(pictures / name, copies[-1])
+    return Written(ls, files, copies)
