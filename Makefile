@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.regfw-installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -n 2 -q
+
+# The developer's inner loop: everything but the tests marked slow (real servers, many processes,
+# whole experiments). `make test` runs them all, as CI does.
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 -q -m "not slow"
 
 bench: setup
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r benchmarks/requirements.txt

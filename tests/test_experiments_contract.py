@@ -124,6 +124,9 @@ def test_every_model_builds_with_dims_and_maps_a_batch(model):
     """1-D in and out works for every model; other sizes give the right shape or a one-line RegfwError."""
     entry = REGISTRY.get("model", model)
     torch.manual_seed(0)
+    if "in_features" not in entry.params:  # e.g. a sequence model: sizes and inputs from its own experiment
+        _check_model_in_its_experiment(model)
+        return
     net = entry.factory(**_model_params(model, {"in_features": 1, "out_features": 1}))
     x = torch.randn(7, 1)
     out = net(x)
@@ -136,6 +139,20 @@ def test_every_model_builds_with_dims_and_maps_a_batch(model):
         assert "\n" not in str(exc) and model in str(exc)
     else:
         assert wide(torch.randn(7, 5)).shape == (7, 3)
+
+
+def _check_model_in_its_experiment(model: str) -> None:
+    """A model without ``in_features`` takes what its experiment's dataset gives (sizes via dims)."""
+    from regfw.build import build_data, build_model
+
+    experiment = next(e for e in REGISTRY.all("experiment") if e.parts["model"].name == model)
+    config = resolve(REGISTRY, experiment.name)
+    data = build_data(config, REGISTRY)
+    net = build_model(config, REGISTRY)
+    out = net(data.x_train[:7])
+    assert out.shape[0] == 7 and torch.isfinite(out).all()
+    out.sum().backward()
+    assert any(p.grad is not None for p in net.parameters()), "no parameter receives a gradient"
 
 
 TASK_SHAPES = {
@@ -173,7 +190,7 @@ def test_every_dataset_matches_its_declared_dims(dataset, tmp_path):
     params = {k: p.default for k, p in entry.params.items()} | given
     params = {k: entry.params[k].coerce(v, k) for k, v in params.items()}
     data = entry.factory(generator=torch.Generator().manual_seed(0), **params)
-    assert data.x_train.ndim == 2 and len(data.x_train) == len(data.y_train) > 0
+    assert data.x_train.ndim >= 2 and len(data.x_train) == len(data.y_train) > 0  # (n, features) or (n, length, channels)
     assert data.x_train.is_floating_point() and torch.isfinite(data.x_train).all()
     if data.task == "multiclass":
         assert data.y_train.dtype == torch.long and data.y_train.ndim == 1
@@ -185,7 +202,7 @@ def test_every_dataset_matches_its_declared_dims(dataset, tmp_path):
         assert data.x_test.shape[1:] == data.x_train.shape[1:] and data.y_test.dtype == data.y_train.dtype
     if entry.dims is not None:
         dims = entry.dims(params)
-        assert dims["in_features"] == data.x_train.shape[1]
+        assert dims["in_features"] == data.x_train[0].numel()  # what a flattening model such as mlp takes
         if data.task == "multiclass":
             assert int(data.y_train.max()) < dims["out_features"]
         else:
