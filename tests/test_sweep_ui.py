@@ -14,6 +14,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from regfw.store.keys import stored
+
 STARTUP_SECONDS = 180
 
 
@@ -100,12 +102,12 @@ def test_the_mlflow_ui_serves_the_sweep(invoke, store, tmp_path):
 
             for child in children:
                 history = _get(base, "/api/2.0/mlflow/metrics/get-history", run_id=child,
-                               metric_key="train_loss")["metrics"]
+                               metric_key=stored("train_loss"))["metrics"]
                 steps = sorted((m["step"], m["value"]) for m in history)
                 assert [s for s, _ in steps] == list(range(1, 41))  # every epoch, as regfw logged it
                 assert steps[-1][1] < steps[0][1] / 2  # the loss fell
                 final = next(m["value"] for r in runs if r["info"]["run_id"] == child
-                             for m in r["data"]["metrics"] if m["key"] == "final_train_loss")
+                             for m in r["data"]["metrics"] if m["key"] == stored("final_train_loss"))
                 assert final == steps[-1][1]
             # what `regfw runs` computes from the same store agrees with the server
             ours = json.loads(invoke("runs", "linear", "--json", "--tracking-uri", store).stdout)
