@@ -11,18 +11,23 @@ from pathlib import Path
 from regfw.protocols import RunView
 
 
-def write_all(folder: Path, run: RunView, writer=None) -> None:
+def write_all(folder: Path, run: RunView, writer=None, hurry=None) -> None:
+    """Write every file into ``folder``. ``hurry()`` true: skip the plots (about a second
+    each on a busy CPU), which only redraw the recorded metrics, so a Ctrl-C held while a run is
+    written does not wait for them."""
     from regfw import plots
 
     (folder / "config.yaml").write_text(run_yaml(run), encoding="utf-8")
     title = f"{run.experiment} ({run.status.lower()})"
-    for make in (
+    plots_made = (
         lambda: plots.curves(run.curves, ["train_loss", "test_loss"], folder / "loss_curve.png", title, "loss", log_y=True),
         lambda: plots.curves(run.curves, ["train_accuracy", "test_accuracy"], folder / "accuracy_curve.png", title,
                              "accuracy"),
         lambda: fit_plot(folder, run.model, run.data, title),
-        lambda: call_writer(writer, folder, run),
-    ):
+    )
+    for make in (*plots_made, lambda: call_writer(writer, folder, run)):
+        if make in plots_made and hurry is not None and hurry():
+            continue
         try:
             make()
         except Exception:  # noqa: BLE001 - a failed plot must not lose the run

@@ -130,7 +130,7 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
         with held() as late:  # the run is ending, and must end recorded: Ctrl-C waits
             if parallel is not None:  # rank 0 learns whether another rank failed or died
                 parallel.settle(outcome)
-            finish(outcome, state, tracker, recorder, writer, extras)
+            finish(outcome, state, tracker, recorder, writer, extras, hurry=lambda: bool(late.signals))
         # Not re-raised (the run is already final), but reported: a sweep stops after this point.
         outcome.late_signal = late.first
     return outcome
@@ -148,8 +148,9 @@ def _both(first, second):
     return both
 
 
-def finish(outcome: Outcome, state, tracker, recorder: Recorder, writer=None, extras=()) -> None:
-    """Flush, summarise and log artifacts for whatever exists, then set the final status."""
+def finish(outcome: Outcome, state, tracker, recorder: Recorder, writer=None, extras=(), hurry=None) -> None:
+    """Flush, summarise and log artifacts for whatever exists, then set the final status.
+    ``hurry()`` true (a Ctrl-C is waiting): the plots are skipped, everything else is written."""
     history = outcome.history
     if outcome.status == "KILLED":
         # An epoch cut short by the signal is not counted: keep what completed epochs recorded.
@@ -173,7 +174,7 @@ def finish(outcome: Outcome, state, tracker, recorder: Recorder, writer=None, ex
             with tempfile.TemporaryDirectory(prefix="regfw-artifacts-") as folder:
                 from regfw.artifacts import write_all
 
-                write_all(Path(folder), view, writer)
+                write_all(Path(folder), view, writer, hurry=hurry)
                 for extra in extras:
                     try:
                         extra.write(folder)

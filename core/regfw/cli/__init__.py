@@ -86,4 +86,24 @@ for module in (run_commands, inspect_commands, ui_commands, sweep_commands, runs
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``regfw``)."""
-    cli.main(args=argv, prog_name="regfw")
+    try:
+        cli.main(args=argv, prog_name="regfw")
+    except SystemExit as exc:
+        if exc.code in (130, 143):  # interrupted: everything is recorded, leave now
+            exit_now(exc.code)
+        raise
+
+
+def exit_now(code: int) -> None:
+    """Exit without tearing the interpreter down. With torch, MLflow and matplotlib loaded that
+    teardown takes seconds of CPU, which a Ctrl-C or SIGTERM must not wait for; the exit
+    handlers (MLflow's among them) still run and the output is flushed."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

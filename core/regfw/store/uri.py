@@ -49,12 +49,66 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars when reading a run back
 
 
+# Stores MLflow 3 can use (a database through SQLAlchemy, or a tracking server); "+driver" ignored.
+SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+SQLITE_HINT = "use a SQLite file: --tracking-uri sqlite:///PATH/mlflow.db"
+
+
+def check_form(uri: str) -> None:
+    """Refuse in one line a URI no run can be kept in, before MLflow answers with its own text
+    (file stores in maintenance mode, unknown schemes as the model registry's)."""
+    scheme = urlparse(uri).scheme.split("+", 1)[0].lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and uri[1:2] == ":"):  # a path (C:\ too) or file://
+        raise RegfwError(f"tracking URI {uri!r} is a folder store (a path or file://), which MLflow 3 no longer "
+                         f"writes; {SQLITE_HINT}")
+    if scheme not in SCHEMES:
+        raise RegfwError(f"tracking URI {uri!r} has an unknown scheme '{scheme}'; {SQLITE_HINT}, or "
+                         "http://HOST:PORT for a tracking server")
+    if scheme == "sqlite" and sqlite_path(uri) is None and uri.split("?")[0] not in ("sqlite://", "sqlite:///:memory:"):
+        raise RegfwError(f"tracking URI {uri!r} is not a SQLite file URI; {SQLITE_HINT}")
+    if scheme == "sqlite" and sqlite_path(uri) is None:
+        raise RegfwError(f"tracking URI {uri!r} is an in-memory SQLite store: every run would vanish when regfw "
+                         f"exits; {SQLITE_HINT}")
+
+
+def check_sqlite_file(path: Path, uri: str) -> None:
+    """The SQLite file, if it exists, must be a database that is MLflow's or empty: a folder would
+    make MLflow retry for minutes, and another application's database must not get MLflow's tables."""
+    import sqlite3
+
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise RegfwError(f"tracking store {uri}: {path} is {'a folder' if path.is_dir() else 'not a file'}; "
+                         f"give the database file inside it, e.g. sqlite:///{path / 'mlflow.db'}")
+    if path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as exc:
+        if "locked" in str(exc):  # another regfw writing to it: MLflow waits its turn
+            return
+        raise RegfwError(f"tracking store {uri}: {path} is not a SQLite database ({squeeze(str(exc), 80)})") from None
+    if tables and not tables & {"alembic_version", "experiments"}:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise RegfwError(f"tracking store {uri}: {path} is another application's database (tables {shown}); "
+                         "regfw will not add MLflow's tables to it: give a new file")
+
+
 def check_reachable(uri: str, *, create: bool = True) -> None:
-    """Fail in one line, before MLflow is even imported, on a server that does not answer or a
-    SQLite folder that cannot exist; ``create=False`` (readers) refuses a missing database."""
+    """Fail in one line, before MLflow is even imported, on a URI no store can be at, a server
+    that does not answer or a SQLite file that cannot be used; ``create=False`` (readers) refuses
+    a missing database."""
+    check_form(uri)
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        except ValueError:  # urllib: "Port out of range 0-65535" / "Port could not be cast"
+            raise RegfwError(f"tracking URI {uri!r} has an invalid port (1-65535)") from None
+        if not parsed.hostname:
+            raise RegfwError(f"tracking URI {uri!r} names no host; e.g. http://127.0.0.1:5000")
         try:
             with socket.create_connection((parsed.hostname, port), timeout=3):
                 pass
@@ -65,6 +119,7 @@ def check_reachable(uri: str, *, create: bool = True) -> None:
     path = sqlite_path(uri)
     if path is None:
         return
+    check_sqlite_file(path, uri)
     if not create:
         if not path.exists():
             raise RegfwError(f"no run store at {path}; run something first (e.g. `regfw run linear`) "

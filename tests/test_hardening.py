@@ -1,0 +1,193 @@
+"""Issue 18's outside probes, provoked for real: a short-point sweep stopped by a signal, --config
+files that are not configurations, stores no run can be kept in, meaningless combinations and
+misleading messages. Every user error is one line `regfw: error: ...`, fast, and leaves no run.
+See docs/reliability.md for the list."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REGFW = str(Path(sys.executable).with_name("regfw"))
+
+
+def clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("REGFW_")}
+    return env | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"} | extra
+
+
+def one_line_error(result) -> str:
+    """The single stderr line of a refused command (and no traceback)."""
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code != 0 if hasattr(result, "exit_code") else result.returncode != 0
+    assert len(lines) == 1 and lines[0].startswith("regfw: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def runs_in(uri: str) -> list[tuple[str, str]]:
+    """``(run_id, status)`` of every run in a SQLite store, read straight from the file."""
+    path = uri[len("sqlite:///"):]
+    if not Path(path).exists():
+        return []
+    with sqlite3.connect(path) as db:
+        try:
+            return db.execute("SELECT run_uuid, status FROM runs").fetchall()
+        except sqlite3.OperationalError:  # no tables yet
+            return []
+
+
+def tags_of(uri: str, run_id: str) -> dict:
+    with sqlite3.connect(uri[len("sqlite:///"):]) as db:
+        return dict(db.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall())
+
+
+# -- 1. a sweep of short points stops on Ctrl-C / SIGTERM ------------------------------------------
+STOP_WITHIN = 3.0  # seconds from the signal to the exit; measured 0.3-2.2 s on a loaded 2-core machine
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sweep_of_short_points_stops_on_a_signal(tmp_path, store, signum, code):
+    """`--jobs 1` with 3-epoch points: the signal nearly always lands while a point is being
+    written (held back there); the sweep must still stop right after that point, not run on."""
+    proc = subprocess.Popen([REGFW, "sweep", "linear", "--epochs", "3", "--seeds", "0-299", "--tracking-uri", store],
+                            cwd=tmp_path, env=clean_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    printed = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, f"the sweep ended early: {proc.stderr.read()}"
+        printed.append(line)
+        if line.startswith("[  3/300]"):
+            break
+    time.sleep(0.2)  # into the next point
+    proc.send_signal(signum)
+    sent = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the sweep still ran 30 s after the signal")
+    took = time.monotonic() - sent
+    assert proc.returncode == code, err
+    assert took < STOP_WITHIN, f"stopped {took:.1f} s after the signal"
+    assert "regfw: error: sweep interrupted" in err and "Traceback" not in err
+    runs = dict(runs_in(store))
+    assert "RUNNING" not in runs.values()
+    parents = [r for r in runs if tags_of(store, r).get("regfw.role") == "sweep"]
+    assert len(parents) == 1 and runs[parents[0]] == "KILLED"
+    assert tags_of(store, parents[0])["regfw.sweep_not_run"] != "0"
+    children = len(runs) - 1
+    assert 3 <= children <= 5, f"{children} points started; the signal came after the third"  # none started after
+
+
+# -- 4. --config files that are no configuration ---------------------------------------------------
+def alias_bomb(path: Path, levels: int = 9, width: int = 9) -> Path:
+    """A few hundred bytes that expand to width**levels values (the 'billion laughs')."""
+    lines = ["a0: &a0 [" + ", ".join(["x"] * width) + "]"]
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * width) + "]")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_config_alias_bomb_is_refused_fast(invoke, tmp_path):
+    path = alias_bomb(tmp_path / "bomb.yaml")
+    assert path.stat().st_size < 500
+    started = time.monotonic()
+    line = one_line_error(invoke("show", "linear", "--config", path))
+    assert time.monotonic() - started < 5
+    assert "expands to over" in line
+
+
+def test_config_aliases_within_bounds_still_work(invoke, tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("train: &t {epochs: 7}\noptimizer: {params: {lr: 0.25}}\n")
+    shown = invoke("show", "linear", "--config", path)
+    assert shown.exit_code == 0 and "epochs: 7" in shown.stdout and "lr: 0.25" in shown.stdout
+
+
+def test_config_alias_into_itself_is_refused(invoke, tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("train: &t {epochs: 3, again: *t}\n")
+    assert "contains itself" in one_line_error(invoke("show", "linear", "--config", path))
+
+
+def test_config_too_big_is_refused_before_reading(invoke, tmp_path):
+    from regfw.configfile import MAX_CONFIG_BYTES
+
+    path = tmp_path / "big.yaml"
+    with path.open("w") as handle:  # a sparse file: the size is what counts, not the content
+        handle.write("train: {epochs: 3}\n")
+        handle.truncate(50 * MAX_CONFIG_BYTES)
+    started = time.monotonic()
+    line = one_line_error(invoke("show", "linear", "--config", path))
+    assert time.monotonic() - started < 5 and f"at most {MAX_CONFIG_BYTES} bytes" in line
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_config_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path, kind):
+    if kind == "fifo":
+        target = tmp_path / "pipe.yaml"
+        os.mkfifo(target)  # nobody writes to it: opening it would block forever
+    elif kind == "device":
+        target = Path("/dev/zero")  # never ends
+    else:
+        target = tmp_path
+    result = subprocess.run([REGFW, "show", "linear", "--config", str(target)], capture_output=True, text=True,
+                            env=clean_env(), timeout=60)
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert ("is a directory" if kind == "folder" else "not a regular file") in line
+
+
+# -- 9. stores no run can be kept in ---------------------------------------------------------------
+def other_database(path: Path) -> Path:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE customers (id INTEGER, name TEXT)")
+    return path
+
+
+@pytest.mark.parametrize("uri, expected", [
+    ("http://127.0.0.1:99999", "invalid port"),
+    ("{tmp}/plain-folder", "MLflow 3 no longer writes"),
+    ("file://{tmp}/plain-folder", "sqlite:///PATH/mlflow.db"),
+    ("bogus://x", "unknown scheme 'bogus'"),
+    ("sqlite://", "every run would vanish"),
+    ("sqlite:///:memory:", "in-memory"),
+    ("sqlite:///{tmp}", "is a folder; give the database file inside it"),
+    ("sqlite:///{tmp}/other.db", "another application's database (tables customers)"),
+    ("sqlite:///{tmp}/garbage.db", "is not a SQLite database"),
+])
+def test_unusable_stores_are_one_line_before_any_run(invoke, tmp_path, uri, expected):
+    other_database(tmp_path / "other.db")
+    (tmp_path / "garbage.db").write_text("not a database at all\n" * 20)
+    uri = uri.format(tmp=tmp_path)
+    started = time.monotonic()
+    line = one_line_error(invoke("run", "linear", "--epochs", 1, "--tracking-uri", uri, "-q"))
+    assert expected in line
+    assert time.monotonic() - started < 30  # a folder as the SQLite file used to retry for ~110 s
+    with sqlite3.connect(tmp_path / "other.db") as db:  # untouched: no MLflow table added
+        assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} == {"customers"}
+
+
+# -- 10. smaller messages ---------------------------------------------------------------------------
+def test_set_experiment_says_where_the_experiment_goes(invoke):
+    line = one_line_error(invoke("show", "linear", "--set", "experiment=quadratic"))
+    assert "did you mean 'experiment'" not in line and "first argument" in line
+
+
+def test_repeated_set_key_is_refused_in_run_as_in_sweep(invoke, store):
+    line = one_line_error(invoke("run", "linear", "--set", "optimizer.lr=0.1", "--set", "optimizer.lr=0.2",
+                                 "--tracking-uri", store))
+    assert "given twice" in line
+    assert runs_in(store) == []
