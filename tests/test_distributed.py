@@ -208,8 +208,8 @@ def test_a_rank_that_dies_ends_the_run_failed_within_bounded_time(store, tmp_pat
 @pytest.mark.slow
 def test_ctrl_c_ends_the_run_killed_and_resume_needs_as_many_processes(invoke, store, tmp_path):
     """linear is full batch: each rank takes half of the 100 rows every epoch (pointless, but right)."""
-    args = ["linear", "--epochs", 800, "--checkpoint-every", 100, "--tracking-uri", store]
-    proc = start(["run", *args, "--nproc", 2, "--experiment-name", "ctrl-c"], tmp_path)
+    args = ["linear", "--epochs", 800, "--tracking-uri", store]
+    proc = start(["run", *args, "--checkpoint-every", 100, "--nproc", 2, "--experiment-name", "ctrl-c"], tmp_path)
     pids = []
     try:
         wait_for_tag(store, "regfw.checkpoint_epoch", proc)
@@ -226,8 +226,8 @@ def test_ctrl_c_ends_the_run_killed_and_resume_needs_as_many_processes(invoke, s
     kept = curve(client, run, "train_loss")
     assert kept and kept[-1][0] <= int(run.data.tags["regfw.epochs_done"]) < 800
 
-    other = regfw("resume", run_id, "--nproc", 3, "--tracking-uri", store, cwd=tmp_path)
-    assert other.returncode == 1
+    other = invoke("resume", run_id, "--nproc", 3, "--tracking-uri", store)
+    assert other.exit_code == 1
     assert other.stderr.strip().splitlines() == [
         f"regfw: error: run {run_id} was trained on 2 process(es), not 3: its checkpoint continues exactly only "
         f"on as many; resume it with `regfw resume {run_id}` (or `torchrun --nproc-per-node 2 -m regfw resume "
