@@ -20,6 +20,7 @@ Rows:
  6. a peer: PyTorch Lightning's Trainer (lean, then defaults) against regfw;
  8. data-parallel: one mnist-shaped epoch on 1 and on 2 CPU processes (``--nproc 2``), a functional figure.
  9. vectorized sweeps (benchmarks/vectorize_row.py): points/s of ``--vectorize`` against one after another.
+10. loss landscapes (benchmarks/landscape_row.py): a 41x41 grid batched against one Python step per point.
 """
 
 from __future__ import annotations
@@ -812,12 +813,20 @@ def _row_vectorize(args, store: Store) -> list[Row]:
     return row_vectorize(args, store, alternate, Row)
 
 
+def _row_landscape(args) -> list[Row]:
+    """Row 10 (benchmarks/landscape_row.py): regfw landscape's batched grid against a per-point loop."""
+    sys.path.insert(0, str(HERE))
+    from landscape_row import row_landscape
+
+    return row_landscape(args, parts, alternate, Row)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small epoch counts and 5 rounds: checks the script")
     parser.add_argument("--pairs", type=int, default=5, help="rounds per comparison (at least 5)")
-    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9", help="which rows to run, e.g. 1,4 (7: GPU rows, "
-                        "only where CUDA is available; 8: one epoch on 1 and 2 processes; 9: --vectorize)")
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9,10", help="which rows to run, e.g. 1,4 (7: GPU rows, "
+                        "only where CUDA is available; 8: one epoch on 1 and 2 processes; 9: --vectorize; 10: landscapes)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads for every variant (0: torch's default); 1 keeps OpenMP "
                              "from stalling when other work shares the cores")
@@ -833,6 +842,7 @@ def main(argv=None) -> int:
     parser.add_argument("--vectorize-experiments", default="linear,quadratic-param,quadratic-linear,mlp-regression")
     parser.add_argument("--vectorize-quadratic-epochs", type=int, default=20000, help="row 9: quadratic-* epochs")
     parser.add_argument("--vectorize-mlp-epochs", type=int, default=10, help="row 9: mlp-regression epochs")
+    parser.add_argument("--landscape-grid", type=int, default=41, help="row 10: points per axis")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.json")
     parser.add_argument("--profile", metavar="EXPERIMENT", help="profile regfw training EXPERIMENT with pyinstrument "
                         "instead of benchmarking (writes profile-EXPERIMENT.txt under --out)")
@@ -868,7 +878,8 @@ def main(argv=None) -> int:
         steps = [(1, lambda: row_overhead(args, store)), (2, lambda: row_tracking(args, store)),
                  (3, lambda: row_data(args, tmp)), (4, lambda: row_steps(args)), (5, lambda: row_startup(args, tmp)),
                  (6, lambda: row_lightning(args, store, tmp)), (7, lambda: row_gpu(args, tmp)),
-                 (8, lambda: row_parallel(args, tmp)), (9, lambda: _row_vectorize(args, store))]
+                 (8, lambda: row_parallel(args, tmp)), (9, lambda: _row_vectorize(args, store)),
+                 (10, lambda: _row_landscape(args))]
         for number, run in steps:
             if number in wanted:
                 rows.extend(run())
