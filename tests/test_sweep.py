@@ -94,7 +94,7 @@ def test_a_swept_component_keeps_later_overrides(registry):
     (dict(sets=["optimizer.lr=0.1,,0.2"]), "empty value"),
     (dict(sets=["optimizer.lr=0.1,abc"]), "optimizer.lr expects a number"),
     (dict(sets=["optimizer.lrr=0.1,0.2"]), "unknown key 'optimizer.lrr'"),
-    (dict(sets=["optimizer.lr=0.1,0.2"], flags={"optimizer.lr": 0.3}), "also fixed by --lr"),
+    (dict(sets=["optimizer.lr=0.1,0.2"], flags={"optimizer.lr": 0.3}, flag_options=FLAG_OPTIONS), "also fixed by --lr"),
     (dict(sets=["seed=1,2"], seeds="0,1"), "not both"),
     (dict(seeds="a,b"), "--seeds expects"),
     (dict(seeds="3-1"), "empty"),
