@@ -821,12 +821,22 @@ def _row_landscape(args) -> list[Row]:
     return row_landscape(args, parts, alternate, Row)
 
 
+def _row_fixed_cost(args, tmp: Path) -> list[Row]:
+    """Row 11 (benchmarks/fixed_cost_row.py): a run's cost besides training, whole processes."""
+    sys.path.insert(0, str(HERE))
+    from fixed_cost_row import row_fixed_cost
+
+    return row_fixed_cost(args, tmp, REGFW, alternate, Row)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small epoch counts and 5 rounds: checks the script")
     parser.add_argument("--pairs", type=int, default=5, help="rounds per comparison (at least 5)")
-    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9,10", help="which rows to run, e.g. 1,4 (7: GPU rows, "
-                        "only where CUDA is available; 8: one epoch on 1 and 2 processes; 9: --vectorize; 10: landscapes)")
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9,10,11", help="which rows to run, e.g. 1,4 (7: GPU rows, "
+                        "only where CUDA is available; 8: one epoch on 1 and 2 processes; 9: --vectorize; 10: landscapes; "
+                        "11: a run's fixed cost, whole processes)")
+    parser.add_argument("--fixed-cost-epochs", type=int, default=200000, help="row 11: quadratic-param epochs")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads for every variant (0: torch's default); 1 keeps OpenMP "
                              "from stalling when other work shares the cores")
@@ -853,6 +863,7 @@ def main(argv=None) -> int:
         args.quadratic_param_epochs, args.steps, args.lightning_mlp_epochs = 20000, 5000, 2
         args.mnist_train = min(args.mnist_train, 6000)
         args.vectorize_quadratic_epochs, args.vectorize_mlp_epochs = 2000, 1
+        args.fixed_cost_epochs = 20000
     args.pairs = max(args.pairs, 5)
     args.out = args.out.resolve()  # the benchmark works inside a temp folder
     wanted = {int(r) for r in args.rows.split(",") if r.strip()}
@@ -879,7 +890,7 @@ def main(argv=None) -> int:
                  (3, lambda: row_data(args, tmp)), (4, lambda: row_steps(args)), (5, lambda: row_startup(args, tmp)),
                  (6, lambda: row_lightning(args, store, tmp)), (7, lambda: row_gpu(args, tmp)),
                  (8, lambda: row_parallel(args, tmp)), (9, lambda: _row_vectorize(args, store)),
-                 (10, lambda: _row_landscape(args))]
+                 (10, lambda: _row_landscape(args)), (11, lambda: _row_fixed_cost(args, tmp))]
         for number, run in steps:
             if number in wanted:
                 rows.extend(run())

@@ -77,3 +77,25 @@ def test_float32_values_are_stored_with_the_digits_they_have():
     summary, learned = summarise(history, 1.23456789, model)
     assert learned["weight"] == 0.1 and summary["train_seconds"] == 1.235
     assert ("learned.weight", 0.1, 3) in metric_rows(summary, learned, 3)
+
+
+def test_building_an_optimizer_does_not_import_torch_compile():
+    """regfw.lean: a run whose optimizer never steps through torch.optim's wrapper (the fast path)
+    must not pay for importing torch._dynamo; a later import still works."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from regfw.build import build_state\n"
+        "from regfw.config import resolve\n"
+        "from regfw.plugins import load_plugins\n"
+        "registry = load_plugins().registry\n"
+        "state = build_state(resolve(registry, 'linear'), registry, torch.device('cpu'))\n"
+        "state.optimizer.zero_grad(); state.optimizer.load_state_dict(state.optimizer.state_dict())\n"
+        "assert 'torch._dynamo' not in sys.modules, 'imported'\n"
+        "import torch._dynamo\n"
+        "torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1).step()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -80,6 +80,9 @@ def build_loss(config: Config, registry):
 
 
 def build_optimizer(config: Config, registry, parameters):
+    from regfw.lean import skip_dynamo_import
+
+    skip_dynamo_import()  # torch.optim would import torch.compile's machinery for nothing
     entry = registry.get("optimizer", config.optimizer.name)
     optimizer = call_factory(entry, config.optimizer.params, parameters)
     if not all(callable(getattr(optimizer, name, None)) for name in ("step", "zero_grad", "state_dict")):
