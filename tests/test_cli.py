@@ -12,7 +12,8 @@ CUDA = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_
                       capture_output=True, text=True).stdout.strip() == "True"
 
 
-@pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "models"], ["plugins"], ["plugins", "--json"]])
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "models"], ["plugins"], ["plugins", "--json"],
+                                  ["sweep", "--help"]])
 def test_light_commands_import_neither_torch_nor_mlflow(args):
     code = (
         "import sys\n"
@@ -21,7 +22,7 @@ def test_light_commands_import_neither_torch_nor_mlflow(args):
         f"    cli.main(args={args!r}, prog_name='regfw')\n"
         "except SystemExit as e:\n"
         "    assert not e.code, e.code\n"
-        "heavy = sorted(m for m in ('torch', 'mlflow', 'torchvision', 'matplotlib', 'rich') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'mlflow', 'torchvision', 'matplotlib', 'rich', 'ray') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
