@@ -34,8 +34,19 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+MAX_CELL = 60  # characters: a 10,000-character run name must not make the table that wide
+
+
+def clip(text: str, limit: int = MAX_CELL) -> str:
+    """A table cell on one line (a newline in a stored name would break the rows) and at most
+    ``limit`` characters, the cut marked with "..."."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
     """Plain aligned columns; the columns in ``right`` are right-aligned (numbers)."""
+    headers, rows = [clip(h) for h in headers], [[clip(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
@@ -63,9 +74,9 @@ def echo_table(headers: list[str], rows: list[list[str]], right: set[int] = froz
 
     drawn = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
     for i, header in enumerate(headers):
-        drawn.add_column(header, justify="right" if i in right else "left", overflow="fold")
+        drawn.add_column(clip(header), justify="right" if i in right else "left", overflow="fold")
     for row in rows:
-        drawn.add_row(*row)
+        drawn.add_row(*map(clip, row))
     Console(file=stream, highlight=False, markup=False, emoji=False).print(drawn)
 
 

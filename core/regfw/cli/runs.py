@@ -130,8 +130,9 @@ def compare(run_ids, plot_path, all_params, as_json, tracking_uri):
     metrics = stats.compare_metrics(rows)
     panels = None
     if plot_path:
-        from regfw.plots import ACCURACY_CURVES, LOSS_CURVES, overlay
+        from regfw.plots import ACCURACY_CURVES, LOSS_CURVES, overlay, plot_file
 
+        plot_path = plot_file(plot_path)  # the file really written, for the message
         curves = queries.histories(client, rows, LOSS_CURVES + ACCURACY_CURVES)
         panels = overlay(curves, stats.labels(rows), plot_path)
     if as_json:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from regfw.errors import RegfwError
 from regfw.store import tags as T
-from regfw.store.uri import check_reachable, quiet_libraries, sqlite_path, store_error, store_lock
+from regfw.store.uri import (check_experiment_name, check_reachable, quiet_libraries, sqlite_path, store_error,
+                             store_lock)
 
 
 def open_client(uri: str, *, create: bool = False):
@@ -32,6 +33,7 @@ def experiment_id(client, uri: str, name: str) -> str:
     """The id of MLflow experiment ``name``, created (with artifacts beside a SQLite store) if needed."""
     from mlflow.exceptions import MlflowException
 
+    check_experiment_name(name)
     try:
         # One process at a time creates the database and the experiment.
         with store_lock(uri):

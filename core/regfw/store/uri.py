@@ -131,6 +131,20 @@ def check_reachable(uri: str, *, create: bool = True) -> None:
         raise RegfwError(f"cannot create the store folder {path.parent}: {exc.strerror}") from None
 
 
+MAX_EXPERIMENT_NAME = 256  # the width of MLflow's experiments.name column
+
+
+def check_experiment_name(name: str) -> None:
+    """An MLflow experiment name regfw can create: one line, not blank, that fits MLflow's column
+    (a longer one fails inside the store with an error that names neither)."""
+    if not name or not name.strip():
+        raise RegfwError("the experiment name is empty")
+    if len(name) > MAX_EXPERIMENT_NAME:
+        raise RegfwError(f"experiment name is {len(name)} characters; MLflow keeps at most {MAX_EXPERIMENT_NAME}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise RegfwError(f"experiment name {name!r} holds a control character (a newline?); give one line of text")
+
+
 def store_error(uri: str, exc: Exception) -> RegfwError:
     """Any failure of the store as one line that names it."""
     text = squeeze(str(exc), 160)
