@@ -124,6 +124,12 @@ def test_cli_run_then_landscape_logs_into_the_same_run(invoke, store, tmp_path):
     assert saved["path"]["coords"][0] == pytest.approx([1.0, 0.0])  # w_init, b_init
     after = client.get_run(run_id)
     assert after.info.status == "FINISHED" and after.data.params == run.data.params
+    result = invoke("landscape", run_id, "--1d", "--grid", "7", "--span", "0.5", "--tracking-uri", store)
+    assert result.exit_code == 0, result.stderr
+    line = json.loads(Path(client.download_artifacts(run_id, "landscape/landscape_params_1d.json", str(tmp_path)))
+                      .read_text())
+    assert line["labels"] == ["w"] and len(line["values"]) == 7
+    assert line["axes"][0][0] == pytest.approx(line["final"][0] - 0.5)
 
     # The same from `regfw run --landscape`, one more run in the store
     result = invoke("run", "manual-gd", "--landscape", "--tracking-uri", store)
@@ -146,6 +152,13 @@ def test_bad_inputs_are_one_line_each(invoke, store, tmp_path):
     one_error(invoke("run", "manual-gd", "--snapshots", "1", "--tracking-uri", store), "--snapshots")
     bare = MlflowClient(store).create_run(run.info.experiment_id, tags={T.EXPERIMENT: "manual-gd"})
     one_error(invoke("landscape", bare.info.run_id, "--tracking-uri", store), "model_state_dict.pt")
+    # A run recorded without config.yaml is rebuilt from its params
+    client.log_artifact(bare.info.run_id, client.download_artifacts(run_id, "model_state_dict.pt", str(tmp_path)))
+    for key, value in run.data.params.items():
+        client.log_param(bare.info.run_id, key, value)
+    result = invoke("landscape", bare.info.run_id, "--tracking-uri", store)
+    assert result.exit_code == 0, result.stderr
+    assert "params landscape" in result.output
     # three scalars: no params plane
     assert invoke("run", "quadratic-param", "-q", "--epochs", "10", "--tracking-uri", store).exit_code == 0
     quadratic = [r for r in runs(store)[1] if r.data.tags.get(T.EXPERIMENT) == "quadratic-param"][0]
