@@ -21,6 +21,7 @@ Rows:
  8. data-parallel: one mnist-shaped epoch on 1 and on 2 CPU processes (``--nproc 2``), a functional figure.
  9. vectorized sweeps (benchmarks/vectorize_row.py): points/s of ``--vectorize`` against one after another.
 10. loss landscapes (benchmarks/landscape_row.py): a 41x41 grid batched against one Python step per point.
+12. sweeps on Ray (benchmarks/ray_row.py): 16 tiny points, ``--backend ray`` against ``--jobs 2``, Ray's start apart.
 """
 
 from __future__ import annotations
@@ -829,13 +830,23 @@ def _row_fixed_cost(args, tmp: Path) -> list[Row]:
     return row_fixed_cost(args, tmp, REGFW, alternate, Row)
 
 
+def _row_ray(args, tmp: Path) -> list[Row]:
+    """Row 12 (benchmarks/ray_row.py): 16 tiny sweep points through Ray against --jobs 2."""
+    sys.path.insert(0, str(HERE))
+    from ray_row import row_ray
+
+    return row_ray(args, tmp, alternate, Row)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small epoch counts and 5 rounds: checks the script")
     parser.add_argument("--pairs", type=int, default=5, help="rounds per comparison (at least 5)")
-    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9,10,11", help="which rows to run, e.g. 1,4 (7: GPU rows, "
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9,10,11,12", help="which rows to run, e.g. 1,4 (7: GPU rows, "
                         "only where CUDA is available; 8: one epoch on 1 and 2 processes; 9: --vectorize; 10: landscapes; "
-                        "11: a run's fixed cost, whole processes)")
+                        "11: a run's fixed cost, whole processes; 12: --backend ray against --jobs 2)")
+    parser.add_argument("--ray-epochs", type=int, default=20, help="row 12: epochs of each tiny linear point")
+    parser.add_argument("--ray-rounds", type=int, default=3, help="row 12: rounds (each starts a local Ray instance)")
     parser.add_argument("--fixed-cost-epochs", type=int, default=200000, help="row 11: quadratic-param epochs")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads for every variant (0: torch's default); 1 keeps OpenMP "
@@ -890,7 +901,8 @@ def main(argv=None) -> int:
                  (3, lambda: row_data(args, tmp)), (4, lambda: row_steps(args)), (5, lambda: row_startup(args, tmp)),
                  (6, lambda: row_lightning(args, store, tmp)), (7, lambda: row_gpu(args, tmp)),
                  (8, lambda: row_parallel(args, tmp)), (9, lambda: _row_vectorize(args, store)),
-                 (10, lambda: _row_landscape(args)), (11, lambda: _row_fixed_cost(args, tmp))]
+                 (10, lambda: _row_landscape(args)), (11, lambda: _row_fixed_cost(args, tmp)),
+                 (12, lambda: _row_ray(args, tmp))]
         for number, run in steps:
             if number in wanted:
                 rows.extend(run())
