@@ -259,7 +259,6 @@ def test_cli_prints_buckets_and_fallback_reasons(invoke, store):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["sweep", "linear", "--seeds", "0,1", "--vectorize", "--jobs", "2"], "--vectorize does not combine with --jobs"),
     (["sweep", "linear", "--seeds", "0,1", "--max-bucket", "2"], "--max-bucket goes with --vectorize"),
     (["run", "linear", "--vectorize"], "--vectorize goes with --sweep"),
 ])
@@ -324,3 +323,16 @@ def test_sigterm_ends_every_child_of_a_bucket_killed_with_its_metrics(tmp_path):
         assert child.data.tags[T.FAILURE] == f"interrupted at epoch {done}"
         history = client.get_metric_history(child.info.run_id, stored("train_loss"))
         assert history and max(m.step for m in history) <= done and history[-1].value < history[0].value
+
+
+@pytest.mark.slow
+def test_jobs_and_vectorize_share_the_buckets_between_workers(registry, store):
+    grid = _grid(registry, "linear", ["seed=0,1,2,3", "optimizer.lr=0.01,10", "train.epochs=40"])
+    result = run_sweep(grid, store, "linear", jobs=2, vectorize=True)
+    assert sorted(r.index for r in result.results) == list(range(8)) and result.status == "FAILED"
+    assert sorted(r.status for r in result.results) == ["FAILED"] * 4 + ["FINISHED"] * 4
+    _, children = _children(store, "linear", result.sweep_id)
+    assert sorted(c.data.tags[T.BUCKET] for c in children) == ["bucket 1, 4 points"] * 4 + ["bucket 2, 4 points"] * 4
+    diverged = [c for c in children if c.info.status == "FAILED"]
+    assert all(float(c.data.params["optimizer.lr"]) == 10 for c in diverged)
+    assert all("diverged at epoch" in c.data.tags[T.FAILURE] for c in diverged)

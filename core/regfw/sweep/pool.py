@@ -21,7 +21,9 @@ def run_parallel(tasks: list[PointTask], jobs: int, record) -> BaseException | N
 
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
                                initializer=WorkerState.install)
-    futures = {pool.submit(run_point, task): task for task in tasks}
+    # A task may bring its own worker function (a vectorized bucket: one result per point, as a list).
+    futures = {pool.submit(getattr(task, "run_in_worker", None) or run_point, task): task for task in tasks}
+    record = _each(record)
     pending = set(futures)
     try:
         while pending:
@@ -40,6 +42,14 @@ def run_parallel(tasks: list[PointTask], jobs: int, record) -> BaseException | N
     except (KeyboardInterrupt, Interrupted) as exc:
         _stop(pool, pending, record)
         return exc
+
+
+def _each(record):
+    def each(result) -> None:
+        for one in result if isinstance(result, list) else [result]:
+            record(one)
+
+    return each
 
 
 def _stop(pool, pending, record) -> None:

@@ -22,10 +22,29 @@ from regfw.store import tags as T
 from regfw.sweep.points import PointResult, PointTask, run_point
 
 
+def run_in_worker(bucket: "BucketTask") -> list:
+    """A bucket in a ``--jobs`` worker process (:mod:`regfw.sweep.pool`): its points' results, as
+    a list. SIGTERM there ends every child KILLED, like a point of the ordinary parallel sweep."""
+    from regfw.sweep.points import NOT_RUN, WorkerState
+
+    if WorkerState.stopped:
+        return [PointResult(task.index, NOT_RUN) for task in bucket.tasks]
+    results: list = []
+    WorkerState.running = True
+    try:
+        run_bucket(bucket, results.append)
+    except (KeyboardInterrupt, Interrupted):  # stopped before any child run existed
+        pass
+    finally:
+        WorkerState.running = False
+    return results
+
+
 @dataclass
 class BucketTask:
     number: int  # 1, 2, ... within the sweep
     tasks: list  # the points' PointTasks
+    run_in_worker = staticmethod(run_in_worker)  # what a --jobs worker calls for this task
 
     @property
     def index(self) -> int:

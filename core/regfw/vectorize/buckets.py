@@ -94,8 +94,11 @@ def probe_group(config, registry) -> tuple[str | None, object]:
     return reason, state
 
 
-def plan_buckets(points: list, registry, *, max_bucket: int | None = None, budget: int | None = None) -> Plan:
-    """Group ``points`` (a grid's :class:`~regfw.sweep.grid.Point`) into buckets."""
+def plan_buckets(points: list, registry, *, max_bucket: int | None = None, budget: int | None = None,
+                 jobs: int = 1) -> Plan:
+    """Group ``points`` (a grid's :class:`~regfw.sweep.grid.Point`) into buckets. With ``jobs``
+    worker processes a group is cut into at least that many buckets (unless ``max_bucket`` says
+    otherwise), so every worker gets one: each worker also writes its points' records."""
     plan = Plan()
     groups: dict = {}
     for position, point in enumerate(points):
@@ -117,7 +120,7 @@ def plan_buckets(points: list, registry, *, max_bucket: int | None = None, budge
         shared = len({points[m].config.seed for m in members}) == 1
         limit = budget if budget is not None else _budget(state.device)
         fits = max(1, limit // max(1, point_bytes(state, shared)))
-        size = min(fits, max_bucket or fits)
+        size = min(fits, max_bucket or max(2, math.ceil(len(members) / max(1, jobs))))
         if size < 2:
             why = "--max-bucket 1" if max_bucket == 1 else (
                 f"one point needs {point_bytes(state, shared) >> 20} MiB, over the {limit >> 20} MiB budget")

@@ -7,13 +7,19 @@ from regfw.sweep.points import run_point
 from regfw.vectorize.bucket_run import BucketTask, run_bucket
 
 
-def run_planned(plan, tasks: list, record, reporter=None, on_fallback=None) -> BaseException | None:
+def run_planned(plan, tasks: list, record, reporter=None, on_fallback=None, jobs: int = 1) -> BaseException | None:
     """Run ``plan`` (a :class:`regfw.vectorize.Plan` over ``tasks``' positions), calling
-    ``record(result)`` per point; return the interrupt that stopped the sweep, if any."""
+    ``record(result)`` per point; return the interrupt that stopped the sweep, if any. With
+    ``jobs`` > 1, buckets and lone points are tasks for that many worker processes."""
     work = [(bucket[0], BucketTask(number, [tasks[i] for i in bucket]))
             for number, bucket in enumerate(plan.buckets, start=1)]
     work += [(position, tasks[position]) for position, _ in plan.alone]
-    for _, item in sorted(work, key=lambda pair: pair[0]):
+    work.sort(key=lambda pair: pair[0])
+    if jobs > 1:
+        from regfw.sweep.pool import run_parallel
+
+        return run_parallel([item for _, item in work], jobs, record)
+    for _, item in work:
         if isinstance(item, BucketTask):
             stopped = run_bucket(item, record, on_fallback)
             if stopped is not None:
