@@ -76,6 +76,19 @@ def _grid_from_options(plugins, kwargs: dict):
               help="Train compatible points together as one stacked program (docs/comparing.md, 'When points batch').")
 @click.option("--max-bucket", type=click.IntRange(min=1), metavar="N",
               help="With --vectorize: at most N points per stacked program (default: a memory budget).")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: here (--jobs processes); ray: every point a Ray task (docs/scaling.md, 'Sweeps on Ray').")
+@click.option("--ray-address", metavar="ADDRESS",
+              help="With --backend ray: the cluster (auto, HOST:PORT, ray://HOST:10001; default $RAY_ADDRESS, "
+                   "else a local Ray instance).")
+@click.option("--cpus-per-point", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="With --backend ray: CPUs Ray reserves for each point.")
+@click.option("--gpus-per-point", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --backend ray: GPUs Ray gives each point (1 for a CUDA point).")
+@click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --backend ray: run a point again up to N times when its worker dies.")
+@click.option("--ray-runtime-env", metavar="FILE",
+              help="With --backend ray: Ray runtime_env (YAML/JSON: pip, working_dir, env_vars) for the workers.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def sweep(**kwargs):
     """Run EXPERIMENT over a grid: one MLflow parent run, one child run per point.
@@ -109,11 +122,13 @@ def sweep(**kwargs):
     from regfw.store import default_tracking_uri, tracking_uri
     from regfw.sweep import run_sweep
 
+    ray = _ray_options(kwargs, quiet)
     uri = tracking_uri(kwargs["tracking_uri"])
     experiment_name = kwargs["experiment_name"] or grid.experiment
     if not quiet:
         jobs = min(kwargs["jobs"], total)
         how = f"in {jobs} processes" if jobs > 1 else "one after another"
+        how = f"as Ray tasks on {ray.where()}" if ray is not None else how
         click.echo(f"sweep of {total} point{'s' * (total != 1)} over "
                    f"{', '.join(a.key for a in grid.axes) or 'nothing'}, {how}")
 
@@ -129,7 +144,8 @@ def sweep(**kwargs):
     outcome = run_sweep(grid, uri, experiment_name, jobs=kwargs["jobs"], reporter=reporter, on_result=on_result,
                         vectorize=kwargs["vectorize"], max_bucket=kwargs["max_bucket"],
                         on_plan=None if quiet else lambda plan: print_plan(plan, grid.points),
-                        on_fallback=None if quiet else lambda indices, why: print_fallback(indices, why, grid.points))
+                        on_fallback=None if quiet else lambda indices, why: print_fallback(indices, why, grid.points),
+                        ray=ray)
     if not quiet:
         done = sum(r.status == "FINISHED" for r in outcome.results)
         click.echo(f"sweep {outcome.sweep_id} {outcome.status.lower()}: {done} finished, {outcome.failed} failed"
@@ -146,6 +162,32 @@ def sweep(**kwargs):
     elif outcome.status == "KILLED":
         click.echo("regfw: error: sweep interrupted", err=True)
     sys.exit(outcome.exit_code)
+
+
+RAY_ONLY = {"ray_address": "--ray-address", "cpus_per_point": "--cpus-per-point", "gpus_per_point": "--gpus-per-point",
+            "retries": "--retries", "ray_runtime_env": "--ray-runtime-env"}
+
+
+def _ray_options(kwargs: dict, quiet: bool):
+    """``--backend ray``'s options (None for the local backend); each misuse is one line."""
+    from regfw.errors import RegfwError
+
+    if kwargs["backend"] != "ray":
+        given = click.get_current_context().get_parameter_source
+        for name, option in RAY_ONLY.items():
+            if given(name) not in (None, click.core.ParameterSource.DEFAULT):
+                raise RegfwError(f"{option} goes with --backend ray")
+        return None
+    if kwargs["jobs"] > 1:
+        raise RegfwError("--jobs is for --backend local; on Ray, the free CPUs and --cpus-per-point set how many "
+                         "points run at once")
+    if kwargs["vectorize"]:
+        raise RegfwError("--vectorize does not combine with --backend ray yet: use one or the other")
+    from regfw.sweep.ray_backend import RayOptions, load_runtime_env
+
+    env = load_runtime_env(kwargs["ray_runtime_env"]) if kwargs["ray_runtime_env"] else None
+    return RayOptions(kwargs["ray_address"], kwargs["cpus_per_point"], kwargs["gpus_per_point"], kwargs["retries"],
+                      env, announce=None if quiet else click.echo)
 
 
 RUN_ONLY = {"run_name": "--run-name", "no_track": "--no-track", "checkpoint_every": "--checkpoint-every"}

@@ -47,17 +47,20 @@ def sweep_name(grid: Grid) -> str:
 
 def run_sweep(grid: Grid, uri: str, experiment_name: str, *, jobs: int = 1, reporter=None,
               on_result=None, vectorize: bool = False, max_bucket: int | None = None,
-              on_plan=None, on_fallback=None) -> SweepResult:
+              on_plan=None, on_fallback=None, ray=None) -> SweepResult:
     """Create the parent run, run every point (one after another, or in ``jobs`` processes),
     close the parent. ``reporter`` shows a point's progress when points run here (``jobs=1``).
 
     ``vectorize``: compatible points train as stacked buckets (:mod:`regfw.vectorize`), planned
     before any run exists; ``on_plan(plan)`` sees the plan, ``on_fallback(indices, reason)`` a
-    bucket whose built points turned out not to stack (they then run the normal way)."""
+    bucket whose built points turned out not to stack (they then run the normal way).
+
+    ``ray``: a :class:`regfw.sweep.ray_backend.RayOptions`: the points run as Ray tasks; Ray is
+    reached and checked before any run exists."""
     from regfw.device import resolve_device
     from regfw.store import MlflowTracker
 
-    for device in sorted({p.config.device for p in grid.points}):
+    for device in sorted({p.config.device for p in grid.points} if ray is None else ()):  # Ray: the workers' devices
         resolve_device(device)  # a missing device is bad input: fail before any run exists
     plan = None
     if vectorize:
@@ -68,6 +71,10 @@ def run_sweep(grid: Grid, uri: str, experiment_name: str, *, jobs: int = 1, repo
         if on_plan is not None:
             on_plan(plan)
 
+    if ray is not None:
+        from regfw.sweep.ray_backend import connect
+
+        connect(ray, uri, grid.points)
     sweep_id = uuid.uuid4().hex[:12]
     parent = MlflowTracker(uri, experiment_name).open()  # creates the store and the experiment
     params = common_params(grid.points) | {f"sweep.{a.key}": (AXIS_SEP if a.list_typed else ",").join(a.values)
@@ -104,6 +111,10 @@ def run_sweep(grid: Grid, uri: str, experiment_name: str, *, jobs: int = 1, repo
                 from regfw.vectorize.schedule import run_planned
 
                 interrupted = run_planned(plan, tasks, record, reporter, on_fallback, jobs=jobs)
+            elif ray is not None:
+                from regfw.sweep.ray_backend import run_ray
+
+                interrupted = run_ray(tasks, record, ray)
             elif jobs <= 1:
                 interrupted = _run_here(tasks, record, reporter)
             else:
