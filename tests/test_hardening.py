@@ -191,3 +191,32 @@ def test_repeated_set_key_is_refused_in_run_as_in_sweep(invoke, store):
                                  "--tracking-uri", store))
     assert "given twice" in line
     assert runs_in(store) == []
+
+
+# -- 8. meaningless combinations --------------------------------------------------------------------
+@pytest.mark.parametrize("loss, declared", [("cross-entropy", "multiclass"), ("bce-with-logits", "binary")])
+def test_classification_loss_on_regression_is_refused_before_any_run(invoke, store, loss, declared):
+    line = one_line_error(invoke("run", "linear", "--loss", loss, "--epochs", 1, "--tracking-uri", store))
+    assert f"loss '{loss}' is for {declared} targets" in line and "regression task" in line and "mse" in line
+    assert runs_in(store) == []
+
+
+def test_losses_that_fit_the_task_still_resolve(invoke):
+    assert invoke("show", "binary", "--loss", "mse").exit_code == 0  # a Brier-style loss on 0/1 targets
+    assert invoke("show", "mnist", "--loss", "bce-with-logits").exit_code == 1  # 10 classes: refused
+
+
+# -- 7. missing MNIST files: one complete line saying where they go and come from -------------------
+@pytest.mark.parametrize("dataset, source", [("mnist", "MNIST mirrors"), ("fashion-mnist", "dataset-fashion-mnist")])
+def test_missing_mnist_files_line_is_complete(invoke, monkeypatch, tmp_path, store, dataset, source):
+    import torchvision.datasets
+
+    for cls in (torchvision.datasets.MNIST, torchvision.datasets.FashionMNIST):
+        monkeypatch.setattr(cls, "mirrors", ["http://127.0.0.1:9/"])  # nothing listens: fails at once, offline too
+    monkeypatch.setenv("REGFW_DATA", str(tmp_path / "data"))
+    line = one_line_error(invoke("run", "mnist", "--dataset", dataset, "--tracking-uri", store,
+                                 "--set", f"dataset.root={tmp_path / 'nowhere'}"))
+    assert len(line) < 1000 and "..." not in line.split("failed (", 1)[1]  # nothing cut by the CLI's limit
+    assert "Connection refused" in line and "dataset.root=FOLDER" in line and source in line
+    assert "t10k-labels-idx1-ubyte.gz" in line and "http" not in line
+    assert runs_in(store) == []

@@ -134,6 +134,19 @@ def fill_sizes(model_params: dict, dims: dict) -> dict:
     return model_params
 
 
+def check_task(registry: Registry, parts: dict, task: str | None) -> None:
+    """Refuse a loss that means nothing on the dataset's task (its dims' ``"task"``) when the
+    loss declares the tasks it takes (``extras={"tasks": (...)}``); either left out: no check."""
+    loss = registry.get("loss", parts["loss"].name)
+    accepted = loss.extras.get("tasks")
+    if task is None or not accepted or task in accepted:
+        return
+    fitting = [e.name for e in registry.all("loss") if task in (e.extras.get("tasks") or ())]
+    hint = f": choose a {task} loss ({', '.join(fitting)})" if fitting else ""
+    raise RegfwError(f"loss '{loss.name}' is for {' or '.join(accepted)} targets, but dataset "
+                     f"'{parts['dataset'].name}' is a {task} task{hint}")
+
+
 def _check_seed(seed: int) -> int:
     if seed > MAX_SEED:  # NumPy's generator takes 32-bit seeds; a bigger one would fail mid-run
         raise RegfwError(f"seed must be at most {MAX_SEED} (2**32 - 1), got {_show(seed)}")
@@ -241,7 +254,9 @@ def resolve(
 
     # A model swapped in without sizes gets them from the dataset (cheap metadata, nothing built).
     dataset_entry = registry.get("dataset", names["dataset"])
-    fill_sizes(parts["model"].params, dataset_dims(dataset_entry, parts["dataset"].params))
+    dims = dataset_dims(dataset_entry, parts["dataset"].params)
+    fill_sizes(parts["model"].params, dims)
+    check_task(registry, parts, dims.get("task"))
 
     train_values = validate("train", TRAIN_SCHEMA, train, "training settings")
     train_full = {k: p.default for k, p in TRAIN_SCHEMA.items()} | train_values

@@ -50,7 +50,7 @@ def register_datasets(register):
              params={"n_features": Param(200, min=1), "n_per_class": Param(10000, min=2),
                      "n_train_per_class": Param(7000, min=1, help="the first samples of each class train, the rest test"),
                      "mean": 2.0, "std": Param(1.0, min=0.0)},
-             dims=lambda p: {"in_features": p["n_features"], "out_features": 1})
+             dims=lambda p: {"in_features": p["n_features"], "out_features": 1, "task": "binary"})
 
 
 @hookimpl

@@ -29,7 +29,7 @@ def register_datasets(register):
     register("linear-1d", make_data, description="y = weight*x + bias + noise*U[0,1) on linspace(x_min, x_max)",
              params={"n_samples": Param(100, min=2), "weight": 3.0, "bias": 10.0, "noise": Param(1.0, min=0.0),
                      "x_min": -1.0, "x_max": 1.0},
-             dims=lambda p: {"in_features": 1, "out_features": 1})
+             dims=lambda p: {"in_features": 1, "out_features": 1, "task": "regression"})
 
 
 @hookimpl

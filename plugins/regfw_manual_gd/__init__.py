@@ -70,7 +70,7 @@ def register_datasets(register):
     register("line-points", make_data, description="A few exact points y = weight*x + bias at the given x values",
              params={"x": Param([1.0, 2.0, 3.0], type=list, item=float, help="the x values"),
                      "weight": 2.0, "bias": 0.0},
-             dims=lambda p: {"in_features": 1, "out_features": 1})
+             dims=lambda p: {"in_features": 1, "out_features": 1, "task": "regression"})
 
 
 @hookimpl

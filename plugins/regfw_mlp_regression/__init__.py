@@ -46,7 +46,7 @@ def register_datasets(register):
              params={"n_samples": Param(10000, min=2), "n_features": Param(500, min=1),
                      "n_train": Param(7000, min=1, help="the first n_train samples train, the rest test"),
                      "weight": 0.0056, "bias": 0.028, "noise": Param(0.01, min=0.0, help="std of the label noise")},
-             dims=lambda p: {"in_features": p["n_features"], "out_features": 1})
+             dims=lambda p: {"in_features": p["n_features"], "out_features": 1, "task": "regression"})
 
 
 @hookimpl

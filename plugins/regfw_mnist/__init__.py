@@ -33,7 +33,7 @@ the default) into ``root`` or the data folder; if that fails, one line says whic
 
 from regfw import Param, hookimpl
 
-DIMS = {"in_features": 28 * 28, "out_features": 10}
+DIMS = {"in_features": 28 * 28, "out_features": 10, "task": "multiclass"}
 LIMIT = Param(None, type=int, min=1, help="use only the first N images (default: all)")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -76,10 +77,35 @@ def prepare(found: dict[str, Path], class_name: str) -> Path:
     return raw.parent.parent
 
 
-def _missing_line(name: str, folder: Path, class_name: str, why: str) -> str:
+SOURCES = {"MNIST": "torchvision's MNIST mirrors", "FashionMNIST": "torchvision's Fashion-MNIST mirror"}
+DEBIAN_PACKAGE = "dataset-fashion-mnist"  # Debian's package of the Fashion-MNIST files
+
+
+def _missing_line(name: str, folder: Path, class_name: str, why: str, fallbacks=()) -> str:
+    """One complete line (well under the CLI's cut): what is missing, where to put it, where it
+    comes from. URLs are left out: a cut one is worse than none."""
     files = ", ".join(f"{f}.gz" for f in FILES)
-    return (f"dataset '{name}': {why}; put {files} in {folder / class_name / 'raw'} "
-            f"(or point --set dataset.root=FOLDER at a folder that holds them)")
+    line = (f"dataset '{name}': {why}; put {files} (or unpacked) in {folder / class_name / 'raw'}, "
+            f"or point --set dataset.root=FOLDER at a folder holding them; regfw downloads them from "
+            f"{SOURCES.get(class_name, 'torchvision')} when the network allows")
+    if any(str(f).endswith("fashion-mnist") for f in fallbacks):
+        line += f", and finds Debian's {DEBIAN_PACKAGE} package in {fallbacks[0]}"
+    return line
+
+
+def _reason(exc: Exception) -> str:
+    """Why a download failed, short: URLs shown as their host, cut at a word."""
+    from urllib.parse import urlparse
+
+    seen = {id(exc)}
+    while (exc.__cause__ or exc.__context__) is not None and id(exc.__cause__ or exc.__context__) not in seen:
+        exc = exc.__cause__ or exc.__context__  # the root cause: "Connection refused", not the retry story
+        seen.add(id(exc))
+    text = re.sub(r"https?://\S+", lambda m: urlparse(m.group(0)).netloc or "a URL", " ".join(str(exc).split()))
+    text = text.rsplit(" got: ", 1)[-1]  # torchvision: "Error downloading F: Tried URL got: <the error>"
+    if len(text) > 80:
+        text = text[:80].rsplit(" ", 1)[0] + " ..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _download(cls, folder: Path) -> None:
@@ -105,13 +131,13 @@ def find_root(name: str, class_name: str, root: str | None, download: bool, fall
     target = candidates[0]
     looked = " or ".join(str(c) for c in candidates)
     if not download:
-        raise RegfwError(_missing_line(name, target, class_name, f"files not found in {looked} (download is off)"))
+        raise RegfwError(_missing_line(name, target, class_name, f"files not found in {looked} (download is off)",
+                                       fallbacks))
     try:
         _download(cls, target)
     except Exception as exc:  # noqa: BLE001 - no network, a proxy, a read-only folder...
-        reason = " ".join(str(exc).split())[:80] or type(exc).__name__
-        raise RegfwError(_missing_line(name, target, class_name,
-                                       f"files not found in {looked} and the download failed ({reason})")) from None
+        raise RegfwError(_missing_line(name, target, class_name, f"files not found in {looked} and the download "
+                                       f"failed ({_reason(exc)})", fallbacks)) from None
     return target
 
 

@@ -26,7 +26,7 @@ models take any 1-D dataset (``regfw run linear --model quadratic``); any optimi
 
 from regfw import Param, hookimpl
 
-ONE_D = {"in_features": 1, "out_features": 1}
+ONE_D = {"in_features": 1, "out_features": 1, "task": "regression"}
 SIZE = Param(None, type=int, min=1, help="must be 1 (default: from the dataset)")
 
 

@@ -45,7 +45,7 @@ def make_data(generator, **params):
 
 def dims(p):
     return {"in_channels": p["channels"], "in_features": p["length"] * p["channels"],
-            "out_features": p["n_classes"], "seq_len": p["length"]}
+            "out_features": p["n_classes"], "seq_len": p["length"], "task": "multiclass"}
 
 
 @hookimpl

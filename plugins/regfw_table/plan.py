@@ -26,7 +26,7 @@ class Plan:
 
     def dims(self) -> dict:
         out = len(self.classes) if self.task == "multiclass" else 1
-        return {"in_features": len(self.features), "out_features": out}
+        return {"in_features": len(self.features), "out_features": out, "task": self.task}
 
 
 def _columns(names) -> str:

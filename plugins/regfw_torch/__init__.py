@@ -36,17 +36,21 @@ BETAS = {("beta1", "beta2"): "betas"}
 @hookimpl
 def register_losses(register):
     reduction = Param("mean", choices=("mean", "sum"))
+    # extras["tasks"]: the dataset tasks (a dataset's dims "task") each loss means something on;
+    # a mismatch (cross-entropy on a regression target trains at loss -0) is refused at resolve time.
+    numeric = {"tasks": ("regression", "binary")}  # distances to 0/1 targets are a loss too (Brier)
     register("mse", _loss("MSELoss"), description="Mean squared error (torch.nn.MSELoss)",
-             params={"reduction": reduction})
+             params={"reduction": reduction}, extras=numeric)
     register("l1", _loss("L1Loss"), description="Mean absolute error (torch.nn.L1Loss)",
-             params={"reduction": reduction})
+             params={"reduction": reduction}, extras=numeric)
     register("huber", _loss("HuberLoss"), description="Huber loss (torch.nn.HuberLoss)",
-             params={"reduction": reduction, "delta": Param(1.0, gt=0.0)})
+             params={"reduction": reduction, "delta": Param(1.0, gt=0.0)}, extras=numeric)
     register("bce-with-logits", _loss("BCEWithLogitsLoss"),
-             description="Binary cross-entropy on logits (torch.nn.BCEWithLogitsLoss)", params={"reduction": reduction})
+             description="Binary cross-entropy on logits (torch.nn.BCEWithLogitsLoss)", params={"reduction": reduction},
+             extras={"tasks": ("binary",)})
     register("cross-entropy", _loss("CrossEntropyLoss"),
              description="Multi-class cross-entropy on logits (torch.nn.CrossEntropyLoss)",
-             params={"reduction": reduction, "label_smoothing": Param(0.0, min=0.0)})
+             params={"reduction": reduction, "label_smoothing": Param(0.0, min=0.0)}, extras={"tasks": ("multiclass",)})
 
 
 @hookimpl
