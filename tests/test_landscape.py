@@ -41,7 +41,7 @@ def direct_loss(state, flat: torch.Tensor) -> float:
 
 SMALL_MLP = ("dataset.n_samples=900", "dataset.n_train=700", "dataset.n_features=40")
 SMALL_BINARY = ("dataset.n_per_class=400", "dataset.n_train_per_class=300", "dataset.n_features=30")
-CASES = [("manual-gd", ("model.bias=true",), "params"), ("quadratic-param", (), "random"),
+CASES = [("manual-gd", ("model.bias=true",), "params"), ("linear", (), "random"), ("quadratic-param", (), "random"),
          ("quadratic-linear", (), "random"), ("mlp-regression", SMALL_MLP, "random"),
          ("binary", SMALL_BINARY, "random")]
 

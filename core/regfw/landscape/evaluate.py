@@ -76,8 +76,9 @@ class _Batched:
 
     def _use_affine(self, path: str) -> None:
         """Replace the first layer by its precomputed affine pieces (in a copy of the model)."""
-        names = self.plane.names
-        i_w, i_b = names.index(f"{path}.weight"), (names.index(f"{path}.bias") if f"{path}.bias" in names else None)
+        names, prefix = self.plane.names, f"{path}." if path else ""  # "": the model is the nn.Linear itself
+        i_w = names.index(f"{prefix}weight")
+        i_b = names.index(f"{prefix}bias") if f"{prefix}bias" in names else None
 
         def layer(w, b):
             out = self.x @ w.T
@@ -85,10 +86,14 @@ class _Batched:
 
         pieces = [layer(self.origin[i_w], self.origin[i_b] if i_b is not None else None)]
         pieces += [layer(d[i_w], d[i_b] if i_b is not None else None) for d in self.dirs]
-        model = copy.deepcopy(self.model)
-        parent, _, leaf = path.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, leaf, _Affine(torch.stack(pieces)))
-        self.model, self.affine = model, (path, {i_w, i_b} - {None}, torch.stack(pieces))
+        pieces = torch.stack(pieces)
+        if path:
+            model = copy.deepcopy(self.model)
+            parent, _, leaf = path.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, _Affine(pieces))
+        else:
+            model = _Affine(pieces)
+        self.model, self.affine = model, (prefix, {i_w, i_b} - {None}, pieces)
 
     def __call__(self, coords):
         return self.loss(self.params(coords))
@@ -107,14 +112,14 @@ class _Batched:
             params[name] = stacked
         if self.affine:
             ones = torch.ones(len(offsets), 1, dtype=offsets.dtype, device=offsets.device)
-            params[f"{self.affine[0]}.coef"] = torch.cat([ones, offsets], dim=1)
+            params[f"{self.affine[0]}coef"] = torch.cat([ones, offsets], dim=1)
         return params
 
     def loss(self, params: dict, rows: slice = slice(None)):
         """The losses of the stacked points ``params`` on the samples ``rows``."""
         buffers = self.buffers
         if self.affine:
-            buffers = buffers | {f"{self.affine[0]}.pieces": self.affine[2][:, rows]}
+            buffers = buffers | {f"{self.affine[0]}pieces": self.affine[2][:, rows]}
         x, y = self.x[rows], self.y[rows]
 
         def one(p):
