@@ -220,3 +220,40 @@ def test_missing_mnist_files_line_is_complete(invoke, monkeypatch, tmp_path, sto
     assert "Connection refused" in line and "dataset.root=FOLDER" in line and source in line
     assert "t10k-labels-idx1-ubyte.gz" in line and "http" not in line
     assert runs_in(store) == []
+
+
+# -- 10. NaN from the model itself is not a learning-rate problem ----------------------------------
+NAN_MODEL = """
+import torch
+from regfw import Param, hookimpl
+
+
+class NanOut(torch.nn.Module):
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        self.layer = torch.nn.Linear(in_features, out_features)
+
+    def forward(self, x):
+        return self.layer(x) * float("nan")
+
+
+@hookimpl
+def register_models(register):
+    register("nan-out", NanOut, description="a linear layer whose output is NaN",
+             params={"in_features": Param(None, type=int, min=1), "out_features": Param(None, type=int, min=1)})
+"""
+
+
+def test_nan_from_the_model_is_not_blamed_on_the_learning_rate(fake_dist, invoke, store):
+    fake_dist("nanout", {"nanout_plugin": NAN_MODEL}, {"nanout": "nanout_plugin"})
+    result = invoke("run", "linear", "--model", "nan-out", "--epochs", 5, "--tracking-uri", store, "-q")
+    assert result.exit_code == 3
+    line = one_line_error(result)
+    assert "learning rate" not in line and "no finite value before it" in line and "at epoch 1" in line
+    (run_id, status), = runs_in(store)
+    assert status == "FAILED" and "no finite value" in tags_of(store, run_id)["regfw.failure"]
+
+
+def test_a_real_divergence_still_suggests_a_smaller_learning_rate(invoke, store):
+    result = invoke("run", "quadratic-param", "--lr", "1e-3", "--epochs", 2000, "--tracking-uri", store, "-q")
+    assert result.exit_code == 3 and "try a smaller learning rate" in one_line_error(result)

@@ -21,9 +21,13 @@ DRAIN_SECONDS = 0.5
 class Diverged(RegfwError):
     """The loss became NaN or infinite: the run stops there, keeping everything before it."""
 
-    def __init__(self, epoch: int, name: str, value: float):
+    def __init__(self, epoch: int, name: str, value: float, after_finite: bool = True):
         self.epoch, self.name, self.value = epoch, name, value
-        super().__init__(f"diverged at epoch {epoch}, {name} {value}; try a smaller learning rate")
+        if after_finite:  # finite, then not: the steps blew up
+            super().__init__(f"diverged at epoch {epoch}, {name} {value}; try a smaller learning rate")
+        else:  # never finite: the model or the data, which no learning rate fixes
+            super().__init__(f"{name} is {value} at epoch {epoch} with no finite value before it: the model's "
+                             "output or the data hold NaN or inf")
 
 
 def default_log_every(epochs: int) -> int:
@@ -95,4 +99,5 @@ class Recorder:
             last_epoch = rows[-1][2]
             self.on_progress(last_epoch, {n: v for n, v, e in rows if e == last_epoch})
         if bad is not None:
-            raise Diverged(*bad)
+            epoch, name, _ = bad
+            raise Diverged(*bad, after_finite=any(math.isfinite(v) for e, v in self.history.curves[name] if e < epoch))
