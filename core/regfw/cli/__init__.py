@@ -6,6 +6,7 @@ the commands that need them, so ``regfw --help``, ``regfw list`` and ``regfw plu
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -25,6 +26,19 @@ def _fail(message: str, code: int) -> None:
         message = message[:600] + "..." + message[-300:]
     click.echo(f"regfw: error: {message}", err=True)
     sys.exit(code)
+
+
+OUTPUT_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EPIPE, errno.EIO, errno.EFBIG)  # `regfw list > /dev/full`
+
+
+def _output_lost() -> None:
+    """stdout cannot take the rest: point it at /dev/null so the exit's own flush of what is
+    still buffered does not fail a second time with Python's "Exception ignored" text."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 class RegfwGroup(click.Group):
@@ -52,6 +66,9 @@ class RegfwGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
             if os.environ.get("REGFW_DEBUG") == "1":
                 raise
+            if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRORS:
+                _output_lost()
+                _fail(f"cannot write {exc.filename or 'the output'}: {exc.strerror}", 1)
             from regfw.errors import one_line
 
             _fail(f"unexpected {one_line(exc)} (REGFW_DEBUG=1 shows the traceback)", 1)
