@@ -64,6 +64,16 @@ def test_grid_values_equal_a_direct_loss_evaluation(experiment, sets, kind, cach
     assert values[4, 4].item() != values[0, 0].item()
 
 
+def test_a_model_vmap_cannot_batch_is_evaluated_point_by_point_and_says_so():
+    state = built("sequence", "dataset.n_train=40", "dataset.n_test=10", "dataset.length=32", "model.seq_len=32",
+                  "model.hidden=8")
+    ls = compute(state.model, state.loss_fn, state.data, directions="random", grid=3, span=0.5)
+    assert "point by point" in ls.note
+    plane = make_plane("random", state.model, seed=state.config.seed)
+    corner = plane.at(torch.tensor([[ls.axes[0][0], ls.axes[1][2]]], dtype=torch.float64))[0].float()
+    assert ls.values[2][0] == pytest.approx(direct_loss(state, corner), rel=2e-5)
+
+
 def test_random_directions_are_filter_normalized():
     state = built("mlp-regression", *SMALL_MLP)
     plane = make_plane("random", state.model, seed=0)

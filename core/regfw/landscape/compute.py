@@ -130,7 +130,8 @@ def compute(model, loss_fn, data, *, directions: str | None = None, trajectory=N
         path = {"epochs": epochs, "coords": path_coords.tolist()}
     axes = default_axes(plane, path_coords, span, grid)
     started = time.perf_counter()
-    values = loss_grid(model, loss_fn, x, y, plane, axes)
+    notes = [plane.note] if plane.note else []
+    values = loss_grid(model, loss_fn, x, y, plane, axes, notes=notes)
     seconds = time.perf_counter() - started
     final = torch.tensor([plane.center], dtype=torch.float64)
     final_loss = float(losses_at(model, loss_fn, x, y, plane, final)[0])
@@ -146,5 +147,5 @@ def compute(model, loss_fn, data, *, directions: str | None = None, trajectory=N
         off = float((plane.at(coords)[0].double() - vector).norm())
         optimum = {"coords": coords[0].tolist(), "loss": loss, "off_plane": off}
     return Landscape(plane.kind, plane.labels, [a.tolist() for a in axes], values.tolist(), plane.center,
-                     final_loss, title=title, note=plane.note, path=path, optimum=optimum, seconds=seconds,
+                     final_loss, title=title, note="; ".join(notes), path=path, optimum=optimum, seconds=seconds,
                      extra={"grid": grid})

@@ -23,34 +23,44 @@ CACHE_BYTES = 4 * 2**20  # a chunk's largest activation when the samples are spl
 POINTS_PER_BLOCK = 16
 
 
-def losses_at(model, loss_fn, x, y, plane, coords, *, budget: int = BUDGET_BYTES):
-    """The loss at each row of ``coords`` (P, ndim) on the plane: a float64 tensor of P values."""
+def losses_at(model, loss_fn, x, y, plane, coords, *, budget: int = BUDGET_BYTES, notes: list | None = None):
+    """The loss at each row of ``coords`` (P, ndim) on the plane: a float64 tensor of P values.
+    ``notes`` receives a line when the model had to be evaluated point by point."""
     model = model.eval()
     coords = coords.to(torch.float64)
     with torch.no_grad():
         runner = _Batched(model, loss_fn, x, y, plane)
-        if runner.sample_block is None:
-            chunk = max(1, min(len(coords), budget // max(1, runner.bytes_per_point)))
-            return torch.cat([runner(coords[i:i + chunk]) for i in range(0, len(coords), chunk)]).double().cpu()
-        # A mean loss over independent samples is the size-weighted mean of its blocks' losses: blocks
-        # small enough for the chunk's activations to stay in cache, the points' work cut by ~3x.
-        total = torch.zeros(len(coords), dtype=torch.float64)
-        n, size = len(x), runner.sample_block
-        for i in range(0, len(coords), POINTS_PER_BLOCK):
-            params = runner.params(coords[i:i + POINTS_PER_BLOCK])
-            for start in range(0, n, size):
-                rows = slice(start, min(start + size, n))
-                total[i:i + POINTS_PER_BLOCK] += (rows.stop - rows.start) / n * runner.loss(params, rows).double().cpu()
-        return total
+        try:
+            return _losses(runner, coords, len(x), budget)
+        finally:
+            if runner.note and notes is not None:
+                notes.append(runner.note)
 
 
-def loss_grid(model, loss_fn, x, y, plane, axes: list):
+def _losses(runner, coords, n: int, budget: int):
+    """Chunks of points; with sample blocks, every block of every chunk."""
+    if runner.sample_block is None:
+        chunk = max(1, min(len(coords), budget // max(1, runner.bytes_per_point)))
+        return torch.cat([runner(coords[i:i + chunk]) for i in range(0, len(coords), chunk)]).double().cpu()
+    # A mean loss over independent samples is the size-weighted mean of its blocks' losses: blocks
+    # small enough for the chunk's activations to stay in cache, the points' work cut by ~3x.
+    total = torch.zeros(len(coords), dtype=torch.float64)
+    size = runner.sample_block
+    for i in range(0, len(coords), POINTS_PER_BLOCK):
+        params = runner.params(coords[i:i + POINTS_PER_BLOCK])
+        for start in range(0, n, size):
+            rows = slice(start, min(start + size, n))
+            total[i:i + POINTS_PER_BLOCK] += (rows.stop - rows.start) / n * runner.loss(params, rows).double().cpu()
+    return total
+
+
+def loss_grid(model, loss_fn, x, y, plane, axes: list, notes: list | None = None):
     """The loss over the grid ``axes`` (one or two 1-D coordinate tensors): shape (len(v), len(u)) or (len(u),)."""
     axes = [torch.as_tensor(a, dtype=torch.float64) for a in axes]
     if len(axes) == 1:
-        return losses_at(model, loss_fn, x, y, plane, axes[0][:, None])
+        return losses_at(model, loss_fn, x, y, plane, axes[0][:, None], notes=notes)
     v, u = torch.meshgrid(axes[1], axes[0], indexing="ij")
-    values = losses_at(model, loss_fn, x, y, plane, torch.stack([u.reshape(-1), v.reshape(-1)], dim=1))
+    values = losses_at(model, loss_fn, x, y, plane, torch.stack([u.reshape(-1), v.reshape(-1)], dim=1), notes=notes)
     return values.reshape(len(axes[1]), len(axes[0]))
 
 
@@ -71,6 +81,7 @@ class _Batched:
             block = max(32, CACHE_BYTES // (POINTS_PER_BLOCK * probe.widest))
             self.sample_block = block if block < len(x) else None
         self.model, self.affine = model, None
+        self.batched, self.note = True, ""
         if probe.first_linear is not None:
             self._use_affine(probe.first_linear)
 
@@ -125,12 +136,16 @@ class _Batched:
         def one(p):
             return self.loss_fn(functional_call(self.model, (p, buffers), (x,)), y)
 
+        if self.batched:
+            try:
+                return vmap(one)(params)
+            except Exception as exc:  # noqa: BLE001 - e.g. an LSTM: no batching rule for its kernel
+                self.batched, self.note = False, f"evaluated point by point: vmap cannot batch this model ({one_line(exc)[:80]})"
+        count = len(next(iter(params.values())))
         try:
-            return vmap(one)(params)
-        except RegfwError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a model vmap cannot batch: one line, not a traceback
-            raise RegfwError(f"cannot evaluate the landscape of this model in batches: {one_line(exc)}") from exc
+            return torch.stack([one({k: v[i] for k, v in params.items()}) for i in range(count)])
+        except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+            raise RegfwError(f"cannot evaluate the loss of this model on the plane: {one_line(exc)}") from exc
 
 
 class _Affine(torch.nn.Module):
