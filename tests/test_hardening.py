@@ -257,3 +257,56 @@ def test_nan_from_the_model_is_not_blamed_on_the_learning_rate(fake_dist, invoke
 def test_a_real_divergence_still_suggests_a_smaller_learning_rate(invoke, store):
     result = invoke("run", "quadratic-param", "--lr", "1e-3", "--epochs", 2000, "--tracking-uri", store, "-q")
     assert result.exit_code == 3 and "try a smaller learning rate" in one_line_error(result)
+
+
+# -- 12. params read as `regfw show` prints them ----------------------------------------------------
+def test_none_and_empty_list_params_are_stored_readably(invoke, store):
+    from mlflow import MlflowClient
+
+    from regfw.store import same_param
+
+    result = invoke("run", "linear", "--epochs", 2, "--set", "train.metrics=[]", "--tracking-uri", store, "-q")
+    assert result.exit_code == 0, result.stderr
+    (run_id, _), = runs_in(store)
+    params = MlflowClient(tracking_uri=store).get_run(run_id).data.params
+    assert params["train.log_every"] == "null" and params["train.metrics"] == "[]"
+    assert "None" not in params.values() and "" not in params.values()
+    # a run logged by an earlier regfw ("None", "") still resumes: its params still match
+    assert same_param("None", None) and same_param("", []) and same_param("null", None)
+    assert not same_param("None", 5) and not same_param("", ["accuracy"])
+
+
+# -- 11. new-plugin ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, expected", [
+    ("regression", "experiment 'regression' is already registered by plugin 'table'"),
+    ("regfw-manual-sgd", "experiment 'manual-sgd' is already registered by plugin 'manual-gd'"),
+    ("p" * 10_000, "plugin name is 10000 characters"),
+])
+def test_new_plugin_refuses_names_that_would_clash_or_cannot_be_a_folder(invoke, tmp_path, name, expected):
+    line = one_line_error(invoke("new-plugin", name, "--dir", tmp_path))
+    assert expected in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_plugin_help_readme_and_optimizer(invoke, tmp_path, monkeypatch):
+    import importlib
+
+    import torch
+
+    assert "regfw-foo` writes foo/" in " ".join(invoke("new-plugin", "--help").stdout.split())
+    assert invoke("new-plugin", "regfw-hb", "--dir", tmp_path).exit_code == 0
+    folder = tmp_path / "hb"
+    assert "environment regfw is installed in active" in (folder / "README.md").read_text()
+    monkeypatch.syspath_prepend(str(folder))
+    components = importlib.import_module("regfw_hb.components")
+    weight = torch.nn.Parameter(torch.tensor([3.0]))
+    optimizer = components.HeavyBall([weight], lr=0.1)
+
+    def closure():  # the torch.optim contract: step(closure) re-evaluates the loss with gradients
+        optimizer.zero_grad()
+        loss = (weight ** 2).sum()
+        loss.backward()
+        return loss
+
+    assert optimizer.step(closure).item() == pytest.approx(9.0)
+    assert weight.item() < 3.0

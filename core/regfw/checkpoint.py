@@ -23,7 +23,7 @@ from pathlib import Path
 from regfw.errors import RegfwError
 from regfw.interrupts import held
 from regfw.state import load_snapshot
-from regfw.store import is_missing, open_client, param_text, store_error
+from regfw.store import is_missing, open_client, param_text, same_param, store_error
 from regfw.store import tags as T
 
 FOLDER = "checkpoint"
@@ -103,7 +103,7 @@ class Resume:
         stored = self.state["config"]
         config = resolve(registry, stored["experiment"], config_file=stored)
         flat = config.flat_params()
-        differ = [key for key, value in flat.items() if key in self.params and self.params[key] != param_text(value)]
+        differ = [key for key, value in flat.items() if key in self.params and not same_param(self.params[key], value)]
         missing = [key for key in flat if key not in self.params]
         if differ or missing:
             key = (differ or missing)[0]

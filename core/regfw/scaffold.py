@@ -15,6 +15,7 @@ from string import Template
 from regfw.errors import RegfwError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+MAX_NAME = 40
 
 PYPROJECT = Template('''\
 [build-system]
@@ -163,7 +164,10 @@ class HeavyBall(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None if closure is None else closure()
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():  # the closure recomputes the loss and its gradients
+                loss = closure()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -225,6 +229,9 @@ A [regfw](https://pypi.org/project/regfw/) plugin. It registers:
 
 ## Test
 
+With the environment regfw is installed in active (`source .venv/bin/activate`; or call
+`.venv/bin/pytest`, the `pytest` of that environment):
+
     pytest                        # uses regfw.testing
     regfw check $name             # the same conformance check, one line per component
 
@@ -240,10 +247,30 @@ name registered twice is an error naming both plugins.
 def names_for(name: str) -> dict[str, str]:
     if name.startswith("regfw-"):
         name = name[len("regfw-"):]
+    if len(name) > MAX_NAME:  # it names a folder and a package: keep it a name
+        raise RegfwError(f"plugin name is {len(name)} characters; give at most {MAX_NAME}")
     if not NAME_RE.match(name):
         raise RegfwError(f"plugin name must be lowercase letters, digits and dashes, starting with a letter "
                          f"(e.g. 'my-plugin'), got '{name}'")
     return {"name": name, "dist": f"regfw-{name}", "package": "regfw_" + name.replace("-", "_")}
+
+
+COMPONENT_NAMES = {"dataset": "$name-line", "model": "$name-affine", "loss": "$name-logcosh",
+                   "optimizer": "$name-heavyball", "experiment": "$name"}
+
+
+def check_component_names(name: str) -> None:
+    """The scaffold's components must not clash with installed ones: its own tests would pass,
+    then the user's `regfw run` would meet the clash."""
+    from regfw.plugins import get_plugins
+
+    registry = get_plugins().registry
+    for kind, template in COMPONENT_NAMES.items():
+        component = Template(template).substitute(name=name)
+        if component in registry.names(kind):
+            owner = registry.get(kind, component).plugin
+            raise RegfwError(f"the new plugin's {kind} '{component}' is already registered by plugin '{owner}'; "
+                             "choose another plugin name")
 
 
 def write_plugin(name: str, directory: str | Path = ".") -> Path:
@@ -254,6 +281,7 @@ def write_plugin(name: str, directory: str | Path = ".") -> Path:
         dist = getattr(taken[values["name"]], "dist", None)
         owner = f" (by {dist.name})" if dist is not None else ""
         raise RegfwError(f"a plugin called '{values['name']}' is already installed{owner}; choose another name")
+    check_component_names(values["name"])
     folder = Path(directory) / values["name"]
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise RegfwError(f"{folder} already exists and is not empty")

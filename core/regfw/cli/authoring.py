@@ -59,9 +59,10 @@ def check(plugin_names, device, seed):
 @click.command(name="new-plugin")
 @click.argument("name")
 @click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False),
-              help="Folder in which to create NAME/.")
+              help="Folder in which to create the plugin's folder.")
 def new_plugin(name, directory):
-    """Write a new plugin package NAME/ that installs and passes its own test.
+    """Write a new plugin package that installs and passes its own test, in the folder NAME/
+    (a leading 'regfw-' is dropped: `new-plugin regfw-foo` writes foo/, distribution regfw-foo).
 
     It holds a pyproject.toml with the `regfw` entry point, one example per hook, a README and a
     test that uses regfw.testing.

@@ -75,10 +75,22 @@ def hide_empty_default(client) -> None:
 
 
 def param_text(value) -> str:
-    """A configuration value as MLflow stores a param: lists as ``a,b,c``."""
+    """A configuration value as MLflow stores a param: lists as ``a,b,c``; None and the empty
+    list as ``regfw show`` prints them, ``null`` and ``[]`` (not Python's "None" and nothing)."""
+    if value is None:
+        return "null"
     if isinstance(value, list):
-        return ",".join(map(str, value))
+        return ",".join(map(str, value)) if value else "[]"
     return str(value)
+
+
+OLD_TEXTS = {"null": "None", "[]": ""}  # how earlier runs stored None and [] (they still resume)
+
+
+def same_param(logged: str, value) -> bool:
+    """Whether a param a run logged (maybe by an older regfw) says ``value``."""
+    text = param_text(value)
+    return logged == text or logged == OLD_TEXTS.get(text)
 
 
 def is_missing(exc: Exception) -> bool:
