@@ -14,9 +14,11 @@ keeps one child per point).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,10 +95,9 @@ def connect(options: RayOptions, uri: str, points) -> None:
     kwargs = dict(logging_level=logging.ERROR, log_to_driver=False, runtime_env=options.runtime_env)
     if not options.target:
         kwargs |= dict(num_cpus=os.cpu_count(), include_dashboard=False)
-    # Ray's C++ side prints a warning per retry while it connects (a wrong token: one a second).
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     try:
-        ray.init(address=options.target, **kwargs)
+        with _silent_stderr():
+            ray.init(address=options.target, **kwargs)
     except Exception as exc:  # noqa: BLE001 - whatever Ray raises, the user gets one line
         hint = ""
         if options.target and options.target != "auto" and os.environ.get("RAY_AUTH_MODE") != "token":
@@ -118,6 +119,21 @@ def connect(options: RayOptions, uri: str, points) -> None:
         total = ray.cluster_resources()
         options.announce(f"Ray: {options.where()}, {len(nodes)} node{'s' * (len(nodes) != 1)}, "
                          f"{_resources(total)} (ready in {time.monotonic() - started:.1f} s)")
+
+
+@contextlib.contextmanager
+def _silent_stderr():
+    """Ray's C++ core prints a warning on the process's stderr for each retry while it connects (a
+    wrong token: one a second for 20 s); the outcome reaches the user as one line instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _resources(values: dict) -> str:
