@@ -56,7 +56,9 @@ class MlflowTracker:
             for i in range(0, len(items), PARAMS_PER_BATCH):
                 self.client.log_batch(self.run_id, params=items[i:i + PARAMS_PER_BATCH])
         except Exception as exc:  # noqa: BLE001
-            raise store_error(self.uri, exc) from None
+            error = store_error(self.uri, exc)
+            self.end_quietly("FAILED", str(error))  # created, then its params refused: not left RUNNING
+            raise error from None
         return self.run_id
 
     def attach(self, run_id: str, tags: dict, metrics=()) -> dict[str, int]:
@@ -124,10 +126,17 @@ class MlflowTracker:
         self.flush()
         self.client.set_terminated(self.run_id, status=status)
 
-    def end_quietly(self, status: str) -> None:
-        """A run created before its process was stopped must not stay RUNNING in the store."""
+    def end_quietly(self, status: str, reason: str | None = None) -> None:
+        """A run created before its process was stopped must not stay RUNNING in the store; a
+        FAILED or KILLED one carries its reason like every other (``regfw.failure``)."""
         if self.run_id is None or self.client is None:
             return
+        default = {"KILLED": "interrupted", "FAILED": "failed while the run was being set up"}.get(status)
+        try:
+            if reason or default:
+                self.set_tags({T.FAILURE: (reason or default)[:5000]})
+        except Exception:  # noqa: BLE001 - the store itself may be what failed
+            pass
         try:
             self.end(status)
         except Exception:  # noqa: BLE001 - the store itself may be what failed

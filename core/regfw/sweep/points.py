@@ -75,8 +75,8 @@ def run_point(task: PointTask, reporter=None) -> PointResult:
         return PointResult(task.index, "KILLED", tracker.run_id, "interrupted",
                            exit_code=getattr(exc, "exit_code", 130))
     except Exception as exc:  # noqa: BLE001 - bad input or the store went away; one point must not end the sweep
-        tracker.end_quietly("FAILED")
         text = str(exc) if isinstance(exc, RegfwError) else one_line(exc)
+        tracker.end_quietly("FAILED", text)
         return PointResult(task.index, "FAILED", tracker.run_id, text, exit_code=1)
     finally:
         WorkerState.running = False
