@@ -21,9 +21,17 @@ def open_client(uri: str, *, create: bool = False):
 
     quiet_libraries()  # again: importing mlflow resets its loggers' levels
     try:
-        client = MlflowClient(tracking_uri=uri)
-        if not create:
+        if create:
+            # One process at a time opens a store that may be new: MLflow's first-time migrations
+            # (run when the client first touches the database) race between processes.
+            with store_lock(uri):
+                client = MlflowClient(tracking_uri=uri)
+                client.search_experiments(max_results=1)
+        else:
+            client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)
+    except RegfwError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any store failure becomes one line
         raise store_error(uri, exc) from None
     return client
