@@ -310,3 +310,95 @@ def test_new_plugin_help_readme_and_optimizer(invoke, tmp_path, monkeypatch):
 
     assert optimizer.step(closure).item() == pytest.approx(9.0)
     assert weight.item() < 3.0
+
+
+
+# -- 9/10. names, run ids, tables ---------------------------------------------------------------------
+@pytest.mark.parametrize("name, expected", [("x" * 10_000, "experiment name is 10000 characters"),
+                                            ("two\nlines", "control character")])
+def test_experiment_names_mlflow_cannot_keep_are_one_line(invoke, store, name, expected):
+    assert expected in one_line_error(invoke("run", "linear", "--epochs", 1, "--experiment-name", name,
+                                             "--tracking-uri", store, "-q"))
+    assert runs_in(store) == []
+
+
+@pytest.fixture
+def one_run(invoke, store):
+    """A store with one checkpointed, FINISHED linear run named 10,000 characters long."""
+    result = invoke("run", "linear", "--epochs", 2, "--checkpoint-every", 1, "--run-name", "r" * 10_000,
+                    "--tracking-uri", store, "-q")
+    assert result.exit_code == 0, result.stderr
+    (run_id, _), = runs_in(store)
+    return run_id
+
+
+def test_resume_takes_a_prefix_and_refuses_what_is_no_run_id(invoke, store, one_run):
+    assert "is not a run id" in one_line_error(invoke("resume", "../etc/passwd", "--tracking-uri", store))
+    # a unique prefix, as `compare` takes it, reaches the run (already FINISHED: nothing to resume)
+    line = one_line_error(invoke("resume", one_run[:8], "--tracking-uri", store))
+    assert f"run {one_run} already FINISHED" in line
+
+
+def test_resume_on_a_missing_store_creates_nothing(invoke, tmp_path):
+    line = one_line_error(invoke("resume", "abcdef12", "--tracking-uri", f"sqlite:///{tmp_path / 'no' / 'm.db'}"))
+    assert "no run store" in line and not (tmp_path / "no").exists()
+
+
+def test_runs_table_cuts_a_huge_run_name(invoke, store, one_run):
+    from regfw.cli.format import MAX_CELL
+
+    table = invoke("runs", "--tracking-uri", store).stdout.splitlines()
+    assert len(table) == 3 and max(map(len, table)) < 3 * MAX_CELL
+    assert "r" * (MAX_CELL - 3) + "..." in table[2]
+
+
+def test_compare_plot_into_a_folder_names_the_file_it_wrote(invoke, store, one_run, tmp_path):
+    assert invoke("run", "linear", "--epochs", 1, "--tracking-uri", store, "-q").exit_code == 0
+    other = next(run_id for run_id, _ in runs_in(store) if run_id != one_run)
+    result = invoke("compare", one_run[:8], other[:8], "--plot", tmp_path, "--tracking-uri", store)
+    assert result.exit_code == 0, result.stderr
+    written = tmp_path / "compare.png"
+    assert written.is_file() and f"written to {written}" in result.stdout
+
+
+def test_output_to_a_full_disk_is_one_line(tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([REGFW, "list"], stdout=full, stderr=subprocess.PIPE, text=True, env=clean_env(),
+                                timeout=60)
+    assert result.returncode == 1
+    assert one_line_error(result) == "regfw: error: cannot write the output: No space left on device"
+
+
+# -- 2/6. verified: grids counted first, 64-bit seeds, factories of the wrong type ----------------------
+def test_a_huge_grid_is_refused_with_its_size_before_it_is_built(invoke):
+    started = time.monotonic()
+    line = one_line_error(invoke("sweep", "linear", "--seeds", "0-100000000", "--dry-run"))
+    assert "100,000,001 seeds" in line and time.monotonic() - started < 5
+    lrs = ",".join(str(0.001 * (i + 1)) for i in range(100))
+    line = one_line_error(invoke("sweep", "linear", "--set", f"optimizer.lr={lrs}", "--seeds", "0-99", "--dry-run"))
+    assert "10,000 points" in line and "--max-points 10000" in line
+
+
+def test_a_seed_numpy_cannot_take_is_one_line_and_no_run(invoke, store):
+    assert "seed must be at most" in one_line_error(invoke("run", "linear", "--seed", 2**32, "--tracking-uri", store))
+    assert runs_in(store) == []
+
+
+DICT_MODEL = """
+from regfw import Param, hookimpl
+
+
+@hookimpl
+def register_models(register):
+    register("dict-model", lambda in_features, out_features: {"weight": 1.0}, description="returns a dict",
+             params={"in_features": Param(None, type=int, min=1), "out_features": Param(None, type=int, min=1)})
+"""
+
+
+def test_a_factory_returning_the_wrong_type_names_its_plugin_and_leaves_no_run(fake_dist, invoke, store):
+    fake_dist("dictmodel", {"dictmodel_plugin": DICT_MODEL}, {"dictmodel": "dictmodel_plugin"})
+    line = one_line_error(invoke("run", "linear", "--model", "dict-model", "--tracking-uri", store))
+    assert "model 'dict-model' from plugin 'dictmodel' returned dict" in line
+    assert runs_in(store) == []
