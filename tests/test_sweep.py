@@ -57,7 +57,8 @@ def test_commas_split_scalar_params_and_seeds_vary_fastest(registry):
     assert [a.key for a in grid.axes] == ["optimizer.lr", "seed"]
     got = [(p.config.optimizer.params["lr"], p.config.seed) for p in grid.points]
     assert got == [(0.001, 0), (0.001, 1), (0.01, 0), (0.01, 1), (0.1, 0), (0.1, 1)]
-    assert [p.run_name for p in grid.points] == [default_run_name(registry, p.config) for p in grid.points]
+    assert [p.run_name for p in grid.points] == [default_run_name(registry, p.config, [a.key for a in grid.axes])
+                                                 for p in grid.points]
     assert len({p.run_name for p in grid.points}) == 6
 
 
