@@ -44,23 +44,39 @@ class Stack:
             fn = self._vmapped[shared] = self._make(shared)
         if self.base.training != train:  # a module walk only when the mode changes (evaluation)
             self.base.train(train)
+        tensors = (*self.leaves, *self.buffers.values(), x, y)
         if train:
-            return fn(self.leaves, self.buffers, x, y)
+            return fn(*tensors)
         with torch.no_grad():
-            return fn(self.leaves, self.buffers, x, y)
+            return fn(*tensors)
 
     def _make(self, shared: bool):
-        """The vmapped forward, built once: vmap's own set-up stays out of the step."""
+        """The vmapped forward, built once: vmap's own set-up stays out of the step.
+
+        Each call puts the (batched) tensors straight into the template's parameter and buffer
+        slots and calls it: what ``functional_call`` does, without its per-call name mapping,
+        untying and context managers (about a third of a tiny model's step). Tied parameters or
+        parametrizations need that machinery: those models keep ``functional_call``."""
         from torch.func import functional_call, vmap
 
-        base, loss_fn, names = self.base, self.loss_fn, self.names
+        base, loss_fn, names, buffer_names = self.base, self.loss_fn, self.names, list(self.buffers)
+        count = len(names) + len(buffer_names)
+        slots = _slots(base, names, buffer_names)
 
-        def one(leaves, buffers, xb, yb):
-            out = functional_call(base, ({**dict(zip(names, leaves)), **buffers}), (xb,))
-            return out, loss_fn(out, yb)
+        if slots is None:
+            def one(*tensors):
+                state = dict(zip(names + buffer_names, tensors[:count]))
+                out = functional_call(base, state, (tensors[count],))
+                return out, loss_fn(out, tensors[count + 1])
+        else:
+            def one(*tensors):
+                for (table, attr), tensor in zip(slots, tensors):
+                    table[attr] = tensor
+                out = base(tensors[count])
+                return out, loss_fn(out, tensors[count + 1])
 
         dims = None if shared else 0
-        return vmap(one, in_dims=(0, 0, dims, dims))
+        return vmap(one, in_dims=(0,) * count + (dims, dims))
 
     def copy_back(self) -> None:
         """The trained values into each point's own nn.Module, for summaries and artifacts."""
@@ -74,6 +90,22 @@ class Stack:
                 for name, buf in state.model.named_buffers():
                     if name in self.buffers:
                         buf.copy_(self.buffers[name][i])
+
+
+def _slots(base, names: list, buffer_names: list):
+    """``(module._parameters or _buffers, attribute)`` for every name, or None when the model needs
+    ``functional_call`` (a tensor registered twice, a parametrization)."""
+    if len(list(base.named_parameters(remove_duplicate=False))) != len(names) or len(
+            list(base.named_buffers(remove_duplicate=False))) != len(buffer_names):
+        return None
+    if any(hasattr(module, "parametrizations") for module in base.modules()):
+        return None
+    slots = []
+    for kind, group in (("_parameters", names), ("_buffers", buffer_names)):
+        for name in group:
+            owner, _, attr = name.rpartition(".")
+            slots.append((getattr(base.get_submodule(owner), kind), attr))
+    return slots
 
 
 def _same(tensors) -> bool:
