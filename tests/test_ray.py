@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -144,6 +145,7 @@ def cluster(tmp_path_factory):
     finally:
         for proc in services:
             stop_session(proc)
+        shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def _ready(server: Server, ray_port: int) -> bool:
