@@ -225,7 +225,9 @@ def test_a_killed_worker_fails_its_point_and_ctrl_c_ends_the_running_ones_killed
     dead = children.pop(victim["id"])
     assert dead["status"] == "FAILED"
     assert "worker died" in dead["tags"]["regfw.failure"] and f"pid {victim['tags']['regfw.pid']}" in dead["tags"]["regfw.failure"]
-    assert f"FAILED   linear seed={victim['params']['seed']}" in out and "worker died" in out
+    failed_line = next(line for line in out.splitlines() if "FAILED" in line)
+    assert failed_line.startswith(f"[{int(dead['tags']['regfw.sweep_index']) + 1}/3] FAILED")
+    assert "worker died in attempt 1" in failed_line
     for child in children.values():  # interrupted inside the point: KILLED, its metrics kept
         assert child["status"] == "KILLED", child
         assert child["tags"]["regfw.failure"].startswith("interrupted at epoch")
