@@ -122,8 +122,8 @@ def test_dry_run_lists_points_and_writes_nothing(invoke, store):
     assert "4 points" in result.stdout
     lines = result.stdout.splitlines()[1:]
     assert [line.split("] ", 1)[1] for line in lines] == [
-        "linear model=mlp hidden=8", "linear seed=1 model=mlp hidden=8",
-        "linear model=mlp hidden=16,16", "linear seed=1 model=mlp hidden=16,16"]
+        "linear hidden=8 seed=0 model=mlp", "linear hidden=8 seed=1 model=mlp",
+        "linear hidden=16,16 seed=0 model=mlp", "linear hidden=16,16 seed=1 model=mlp"]
     assert not Path(store[len("sqlite:///"):]).exists()
 
 
