@@ -217,7 +217,8 @@ def test_sigterm_ends_a_parallel_sweep_as_killed(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen([REGFW, "sweep", "linear", "--set", "optimizer.lr=0.01,0.02,0.03", "--epochs", "50000000",
                              "--log-every", "100", "--jobs", "2", "--tracking-uri", uri, "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            start_new_session=True)  # its own process group: cleanup reaches its workers too
     try:
         deadline = time.monotonic() + 180
         training = 0
@@ -231,7 +232,7 @@ def test_sigterm_ends_a_parallel_sweep_as_killed(tmp_path):
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, by the group this test started
             proc.communicate()
     assert proc.returncode == 143, err
     assert "Traceback" not in err

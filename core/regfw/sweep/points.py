@@ -13,6 +13,7 @@ from regfw.errors import RegfwError, one_line
 from regfw.interrupts import Interrupted
 
 NOT_RUN = "NOT_RUN"
+PR_SET_PDEATHSIG = 1  # prctl option, from <sys/prctl.h>
 
 
 @dataclass
@@ -50,12 +51,32 @@ class WorkerState:
     def install(cls) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, cls.on_sigterm)
+        die_with_parent()
 
     @classmethod
     def on_sigterm(cls, signum, frame):
         cls.stopped = True
         if cls.running:
             raise Interrupted(128 + signum)
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send this worker SIGTERM when the sweep's process dies, however it dies (a
+    SIGKILL gives the parent no chance to stop its workers): the running point then ends KILLED
+    instead of training on, orphaned, for hours. Elsewhere a no-op."""
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_point(task: PointTask, reporter=None) -> PointResult:

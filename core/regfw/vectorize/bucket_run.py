@@ -138,6 +138,9 @@ def run_bucket(bucket: BucketTask, record, on_fallback=None) -> BaseException | 
     clock = time.monotonic()
     plugins = get_plugins()
     registry = plugins.registry
+    from regfw.device import use_threads
+
+    use_threads(bucket.tasks[0].config.train.get("threads"))  # --threads is one value for the whole sweep
     tasks, states = _build(bucket.tasks, registry, record)
     stack, step = _stack(states, registry) if len(states) > 1 else (None, "the other points could not be built")
     if stack is None:

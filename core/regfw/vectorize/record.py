@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 
-from regfw.recorder import DRAIN_SECONDS, Diverged
+from regfw.recorder import DRAIN_SECONDS, Diverged, float32_value
 
 
 class StackRecorder:
@@ -51,7 +51,8 @@ class StackRecorder:
             for i, (history, sink) in enumerate(zip(self.histories, self.sinks)):
                 if i in self.dead:
                     continue
-                rows = [(name, values[i], epoch) for (epoch, name, _), values in zip(pending, table)]
+                # rounded like a single run's Recorder rounds: float32 values to the digits they have
+                rows = [(name, float32_value(values[i]), epoch) for (epoch, name, _), values in zip(pending, table)]
                 bad = next(((e, n, v) for n, v, e in rows if "loss" in n and not math.isfinite(v)), None)
                 if bad is not None:
                     rows = [r for r in rows if r[2] <= bad[0]]
