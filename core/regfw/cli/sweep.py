@@ -127,7 +127,8 @@ def sweep(**kwargs):
     experiment_name = kwargs["experiment_name"] or grid.experiment
     if not quiet:
         jobs = min(kwargs["jobs"], total)
-        how = f"in {jobs} processes" if jobs > 1 else "one after another"
+        how = f"in {jobs} processes" if jobs > 1 else "in this process"
+        how = ("stacked where they can be, " if kwargs.get("vectorize") else "") + how
         how = f"as Ray tasks on {ray.where()}" if ray is not None else how
         click.echo(f"sweep of {total} point{'s' * (total != 1)} over "
                    f"{', '.join(a.key for a in grid.axes) or 'nothing'}, {how}")
