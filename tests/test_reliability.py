@@ -352,7 +352,7 @@ def test_corrupt_database_fails_in_one_line(invoke, tmp_path):
     db.write_bytes(b"this is not an SQLite database\n" * 200)
     result = invoke("run", "linear", "--tracking-uri", f"sqlite:///{db}")
     assert result.exit_code == 1
-    assert_one_line_error(result.stderr, "cannot use tracking store", str(db))
+    assert_one_line_error(result.stderr, "tracking store", str(db), "is not a SQLite database")
     assert result.stdout == ""
 
 
@@ -511,10 +511,11 @@ def test_a_hostile_checkpoint_is_never_unpickled(invoke, store, tmp_path):
     assert marker.exists()
 
 
-def test_ui_binds_localhost_by_default_and_warns_otherwise(tmp_path):
+def test_ui_binds_localhost_by_default_and_warns_otherwise(tmp_path, store):
     """test_ui.py shows the default: 127.0.0.1, said on the first line. Any other address is warned about."""
     port = free_port()
-    proc = subprocess.Popen([REGFW, "ui", "--host", "127.0.0.2", "--port", str(port)], cwd=tmp_path, env=clean_env(),
+    proc = subprocess.Popen([REGFW, "ui", "--host", "127.0.0.2", "--port", str(port), "--tracking-uri", store],
+                            cwd=tmp_path, env=clean_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert proc.stdout.readline().startswith(f"MLflow UI at http://127.0.0.2:{port}")

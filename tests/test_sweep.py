@@ -206,8 +206,8 @@ def _children_with_metrics(path: Path) -> int:
     try:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
             return db.execute("SELECT COUNT(*) FROM (SELECT t.run_uuid FROM tags t JOIN metrics m ON m.run_uuid = t.run_uuid "
-                              "WHERE t.key = 'mlflow.parentRunId' AND m.key = 'train_loss' "
-                              "GROUP BY t.run_uuid HAVING COUNT(*) >= 2)").fetchone()[0]
+                              "WHERE t.key = 'mlflow.parentRunId' AND m.key = ? "
+                              "GROUP BY t.run_uuid HAVING COUNT(*) >= 2)", (stored("train_loss"),)).fetchone()[0]
     except sqlite3.Error:
         return 0
 
