@@ -38,6 +38,7 @@ def register_models(register):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plugin", BUNDLED)
 def test_check_passes_on_every_bundled_plugin(invoke, plugin):
     from regfw.plugins import load_plugins
@@ -56,6 +57,7 @@ def test_check_passes_on_every_bundled_plugin(invoke, plugin):
     assert lines[-1].startswith(f"{sum(l.startswith('ok') for l in components)} passed, 0 failed")
 
 
+@pytest.mark.slow
 def test_check_fails_on_a_model_that_returns_nan(fake_dist, regfw_script):
     site = fake_dist("acme-nan", {"acme_nan": NAN_MODEL}, {"acme-nan": "acme_nan"})
     result = regfw_script("check", "acme-nan", env={"PYTHONPATH": str(site)})

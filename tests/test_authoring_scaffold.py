@@ -17,6 +17,7 @@ def pip(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_new_plugin_installs_passes_its_own_test_and_is_listed(invoke, regfw_script, tmp_path):
     created = invoke("new-plugin", NAME, "--dir", tmp_path)
     assert created.exit_code == 0, created.stderr

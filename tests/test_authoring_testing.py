@@ -69,6 +69,7 @@ def test_plugins_for_raises_on_a_plugin_that_fails_to_register():
         plugins_for(plugin_module(), include=("nope",))
 
 
+@pytest.mark.slow
 def test_run_experiment_records_a_real_run_and_returns_its_metrics(tmp_path):
     from mlflow import MlflowClient
 

@@ -208,6 +208,7 @@ def scratch():
         yield Path(folder)
 
 
+@pytest.mark.slow
 def test_config_files_give_a_valid_config_or_one_line(scratch):
     path = scratch / "config.yaml"
 
@@ -247,6 +248,7 @@ ARGS = st.lists(st.one_of(
 ), max_size=4).map(lambda chunks: sum(chunks, []))
 
 
+@pytest.mark.slow
 def test_cli_arguments_give_yaml_or_one_line(invoke):
     experiments = st.one_of(st.just(EXPERIMENT), st.sampled_from(NAMES["experiment"]), st.sampled_from(SPECIAL),
                             st.text(max_size=20))
@@ -272,6 +274,7 @@ def _mutate(name: str, data) -> str:
     return name[:i] + data.draw(st.sampled_from("aeioux")) + name[i + 1:]
 
 
+@pytest.mark.slow
 def test_misspelled_names_suggest_the_right_one(invoke):
     """An unknown experiment or component name close to a real one: one line with a did-you-mean."""
     kinds = {"experiment": None, "model": "--model", "dataset": "--dataset", "loss": "--loss", "optimizer": "--optimizer"}

@@ -44,6 +44,7 @@ def test_list_shows_name_plugin_description(invoke):
     assert "linear" in line.split()[1] and "U[0,1)" in line
 
 
+@pytest.mark.slow
 def test_show_prints_what_run_uses_and_round_trips_through_config(invoke, tmp_path, store):
     shown = invoke("show", "linear", "--optimizer", "adam", "--set", "optimizer.lr=0.1", "--epochs", "7")
     assert shown.exit_code == 0, shown.stderr
@@ -111,6 +112,7 @@ def test_bad_config_files(invoke, tmp_path, text, expected):
     assert result.exit_code != 0 and expected in result.stderr and result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_bad_input_through_the_installed_script(regfw_script):
     result = regfw_script("run", "lnear")
     assert result.returncode != 0 and result.stdout == ""

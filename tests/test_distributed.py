@@ -129,6 +129,7 @@ def test_each_process_runs_the_command_without_nproc():
     assert worker_argv(["resume", "abc", "--nproc=2", "-q"]) == ["resume", "abc", "-q"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, needle", [
     (["manual-gd"], "train.grad=formula"),
     (["linear", "--device", "mps"], "need --device cuda or cpu"),

@@ -36,6 +36,7 @@ def test_listed_and_conforming(invoke):
         ("ok", "experiment", "sine"), ("ok", "dataset", "sine"), ("ok", "model", "fourier"), ("ok", "optimizer", "lion")]
 
 
+@pytest.mark.slow
 def test_runs_recorded_in_mlflow_alone_and_mixed_with_other_plugins(regfw_script, store):
     from mlflow import MlflowClient
 
@@ -72,6 +73,7 @@ def test_runs_recorded_in_mlflow_alone_and_mixed_with_other_plugins(regfw_script
     assert metrics["excess_loss"] < 1e-3
 
 
+@pytest.mark.slow
 def test_the_example_passes_its_own_tests():
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE)],
                             capture_output=True, text=True, timeout=300, cwd=EXAMPLE)

@@ -74,6 +74,7 @@ def test_quadratic_param_recipe_moves_a_b_c_toward_the_least_squares_fit():
     assert outcome.summary["excess_loss"] > 0
 
 
+@pytest.mark.slow
 def test_quadratic_linear_recipe_learns_and_reports_the_expansion():
     _, outcome = run("quadratic-linear", "train.epochs=8000")  # a plateau, then the descent
     losses = curve(outcome, "train_loss")
@@ -321,6 +322,7 @@ def _artifacts(store, experiment, tmp_path, *sets):
     return client, run_, Path(folder)
 
 
+@pytest.mark.slow
 def test_runs_carry_their_plots_parameters_and_landscapes(store, tmp_path):
     """One store for three runs (creating an MLflow database costs seconds)."""
     client, run_, folder = _artifacts(store, "manual-gd", tmp_path)

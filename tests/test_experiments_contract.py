@@ -82,6 +82,7 @@ def test_experiment_resolves_and_shows(experiment, invoke):
     assert shown["train"]["epochs"] >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_trains_two_epochs_on_cpu(experiment, tmp_path):
     dataset = REGISTRY.get("experiment", experiment).parts["dataset"].name

@@ -244,6 +244,7 @@ def register_models(register):
 """
 
 
+@pytest.mark.slow
 def test_nan_from_the_model_is_not_blamed_on_the_learning_rate(fake_dist, invoke, store):
     fake_dist("nanout", {"nanout_plugin": NAN_MODEL}, {"nanout": "nanout_plugin"})
     result = invoke("run", "linear", "--model", "nan-out", "--epochs", 5, "--tracking-uri", store, "-q")
@@ -259,6 +260,7 @@ def test_a_real_divergence_still_suggests_a_smaller_learning_rate(invoke, store)
     assert result.exit_code == 3 and "try a smaller learning rate" in one_line_error(result)
 
 
+@pytest.mark.slow
 # -- 12. params read as `regfw show` prints them ----------------------------------------------------
 def test_none_and_empty_list_params_are_stored_readably(invoke, store):
     from mlflow import MlflowClient
@@ -344,6 +346,7 @@ def test_resume_on_a_missing_store_creates_nothing(invoke, tmp_path):
     assert "no run store" in line and not (tmp_path / "no").exists()
 
 
+@pytest.mark.slow
 def test_runs_table_cuts_a_huge_run_name(invoke, store, one_run):
     from regfw.cli.format import MAX_CELL
 

@@ -79,6 +79,7 @@ def test_float32_values_are_stored_with_the_digits_they_have():
     assert ("learned.weight", 0.1, 3) in metric_rows(summary, learned, 3)
 
 
+@pytest.mark.slow
 def test_building_an_optimizer_does_not_import_torch_compile():
     """regfw.lean: a run whose optimizer never steps through torch.optim's wrapper (the fast path)
     must not pay for importing torch._dynamo; a later import still works."""

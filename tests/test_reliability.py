@@ -162,6 +162,7 @@ def test_divergence_with_the_recipe_epochs_and_default_log_interval(invoke, stor
     assert max(steps(client, run.info.run_id)) == epoch
 
 
+@pytest.mark.slow
 # -- signals -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_signal_mid_run_flushes_metrics_and_marks_killed(tmp_path, store, signum, code):
@@ -219,6 +220,7 @@ def final_record(client, run):
     return metrics, history, dict(run.data.params)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(tmp_path, store, invoke):
     proc = start([*RESUMABLE, "--experiment-name", "resumed", "--tracking-uri", store, "-q"], tmp_path)
     deadline = time.monotonic() + 180
@@ -322,6 +324,7 @@ def test_checkpoints_need_a_tracked_run(invoke):
     assert_one_line_error(result.stderr, "--no-track")
 
 
+@pytest.mark.slow
 # -- concurrency ---------------------------------------------------------------------------------
 def test_eight_runs_at_once_on_a_fresh_store(tmp_path):
     store = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"  # does not exist yet: created by the racers
@@ -376,6 +379,7 @@ def test_read_only_database_fails_in_one_line(invoke, store):
     assert "epoch" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_real_mlflow_server_receives_the_run_over_http(invoke, tmp_path):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"

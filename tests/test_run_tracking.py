@@ -91,6 +91,7 @@ def test_default_interval_caps_points_near_a_thousand():
     assert 1000 >= 500000 // default_log_every(500000) >= 900
 
 
+@pytest.mark.slow
 def test_experiment_name_and_run_name(invoke, store):
     result = invoke("run", "linear", "--tracking-uri", store, "--epochs", 5, "--lr", 0.1, "--seed", 2,
                     "--experiment-name", "mine")
@@ -108,6 +109,7 @@ def test_mlflow_tracking_uri_env_is_honoured(invoke, store):
     assert _only_run(store)[1].info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_default_store_is_mlruns_in_the_working_directory(regfw_script, tmp_path):
     result = regfw_script("run", "linear", "--epochs", 20, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -51,6 +51,7 @@ def swept(tmp_path_factory):
     return {"uri": uri, "folder": folder, "client": client, "parent": parent, "children": children}
 
 
+@pytest.mark.slow
 def test_runs_table_shows_the_points_and_the_params_that_differ(swept):
     result = _cli("runs", "linear", "--tracking-uri", swept["uri"])
     assert result.exit_code == 0, result.stderr
@@ -216,6 +217,7 @@ def register_experiments(register):
 """
 
 
+@pytest.mark.slow
 def test_compare_plots_accuracy_for_classifiers(fake_dist, invoke, store, tmp_path):
     fake_dist("halfplane", {"halfplane_plugin": CLASSIFIER}, {"halfplane": "halfplane_plugin"})
     result = invoke("sweep", "halfplane", "--set", "optimizer.lr=0.05,0.5", "--tracking-uri", store)

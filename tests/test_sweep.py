@@ -137,6 +137,7 @@ def test_bad_params_fail_before_any_run(invoke, store):
     assert not Path(store[len("sqlite:///"):]).exists()
 
 
+@pytest.mark.slow
 def test_sweep_makes_one_parent_and_a_child_per_point(invoke, store):
     result = invoke("sweep", "linear", "--set", "optimizer.lr=0.001,0.01,0.1", "--seeds", "0,1",
                     "--epochs", "50", "--tracking-uri", store)
@@ -170,6 +171,7 @@ def test_sweep_makes_one_parent_and_a_child_per_point(invoke, store):
         assert loss[("0.1", seed)] < loss[("0.01", seed)] < loss[("0.001", seed)]
 
 
+@pytest.mark.slow
 def test_parallel_sweep_goes_on_past_failures_and_counts_them(invoke, tmp_path):
     uri = f"sqlite:///{tmp_path / 'fresh' / 'store' / 'mlflow.db'}"  # nothing exists yet
     result = invoke("sweep", "linear", "--set", "optimizer.lr=0.1,1e6", "--seeds", "0,1", "--epochs", "30",
@@ -212,6 +214,7 @@ def _children_with_metrics(path: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_sigterm_ends_a_parallel_sweep_as_killed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -249,6 +252,7 @@ def test_sigterm_ends_a_parallel_sweep_as_killed(tmp_path):
         assert history and history[-1].value < history[0].value
 
 
+@pytest.mark.slow
 def test_run_with_sweep_flag_is_the_same_sweep(invoke, store):
     result = invoke("run", "linear", "--sweep", "--set", "optimizer.lr=0.01,0.1", "--epochs", "20",
                     "--tracking-uri", store, "--quiet")

@@ -14,6 +14,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import pytest
+
 from regfw.store.keys import stored
 
 STARTUP_SECONDS = 180
@@ -68,6 +70,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=20)
 
 
+@pytest.mark.slow
 def test_the_mlflow_ui_serves_the_sweep(invoke, store, tmp_path):
     result = invoke("sweep", "linear", "--set", "optimizer.lr=0.01,0.1", "--seeds", "0,1", "--epochs", "40",
                     "--tracking-uri", store, "--quiet")

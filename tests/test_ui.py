@@ -66,6 +66,7 @@ def _stop_by_pid(proc, store, port, sig=signal.SIGTERM):
     return proc.returncode
 
 
+@pytest.mark.slow
 def test_a_taken_port_is_refused_in_one_line(store, invoke):
     assert invoke("run", "linear", "--epochs", 2, "--tracking-uri", store, "-q").exit_code == 0
     with socket.socket() as busy:
