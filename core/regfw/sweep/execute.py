@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from regfw.interrupts import Interrupted, sigterm_as_interrupt
 from regfw.store import tags as T
 from regfw.sweep.grid import AXIS_SEP, Grid, Point
-from regfw.sweep.points import NOT_RUN, PointResult, PointTask, run_point
+from regfw.sweep.points import NOT_RUN, PointResult, PointTask, run_point, stop_after
 
 MAX_EXIT = 100  # the sweep's exit code is the number of failed points, at most this
 
@@ -149,8 +149,7 @@ def _run_here(tasks: list[PointTask], record, reporter) -> BaseException | None:
     for task in tasks:
         result = run_point(task, reporter)
         record(result)
-        if result.status == "KILLED":
-            return Interrupted(result.exit_code or 130)
-        if result.stop_signal is not None:
-            return Interrupted(128 + result.stop_signal)
+        stopped = stop_after(result)
+        if stopped is not None:
+            return stopped
     return None

@@ -103,3 +103,13 @@ def run_point(task: PointTask, reporter=None) -> PointResult:
         WorkerState.running = False
     return PointResult(task.index, outcome.status, outcome.run_id, outcome.error, outcome.seconds,
                        dict(outcome.summary), outcome.exit_code, outcome.late_signal)
+
+
+def stop_after(result: PointResult) -> Interrupted | None:
+    """The interrupt that ends a sweep after this point: it was killed, or a signal arrived while
+    it was being written (and so could not stop it); None to go on."""
+    if result.status == "KILLED":
+        return Interrupted(result.exit_code or 130)
+    if result.stop_signal is not None:
+        return Interrupted(128 + result.stop_signal)
+    return None

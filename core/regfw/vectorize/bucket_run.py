@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from regfw.errors import RegfwError, one_line
 from regfw.interrupts import Interrupted, held
 from regfw.store import tags as T
-from regfw.sweep.points import PointResult, PointTask, run_point
+from regfw.sweep.points import PointResult, PointTask, run_point, stop_after
 
 
 def run_in_worker(bucket: "BucketTask") -> list:
@@ -207,8 +207,7 @@ def _one_by_one(tasks: list[PointTask], record) -> BaseException | None:
     for task in tasks:
         result = run_point(task)
         record(result)
-        if result.status == "KILLED":
-            return Interrupted(result.exit_code or 130)
-        if result.stop_signal is not None:
-            return Interrupted(128 + result.stop_signal)
+        stopped = stop_after(result)
+        if stopped is not None:
+            return stopped
     return None

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from regfw.interrupts import Interrupted
-from regfw.sweep.points import run_point
+from regfw.sweep.points import run_point, stop_after
 from regfw.vectorize.bucket_run import BucketTask, run_bucket
 
 
@@ -27,8 +26,7 @@ def run_planned(plan, tasks: list, record, reporter=None, on_fallback=None, jobs
             continue
         result = run_point(item, reporter)
         record(result)
-        if result.status == "KILLED":
-            return Interrupted(result.exit_code or 130)
-        if result.stop_signal is not None:
-            return Interrupted(128 + result.stop_signal)
+        stopped = stop_after(result)
+        if stopped is not None:
+            return stopped
     return None
