@@ -41,12 +41,20 @@ def port_taken(host: str, port: int) -> bool:
     return False
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def server_command(uri: str, host: str, port: int) -> tuple[list[str], dict]:
     from regfw.store import sqlite_path
 
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                "--registry-store-uri", uri, "--host", host, "--port", str(port), "--workers", "1",
                "--uvicorn-opts", "--log-level warning"]
+    if host not in LOOPBACK:
+        # MLflow's security middleware answers only requests addressed to localhost unless told
+        # otherwise: a UI bound to another address would refuse every page. The user chose to
+        # expose it (and was warned), so accept that address, or any name for a wildcard bind.
+        command += ["--allowed-hosts", "*" if host in ("0.0.0.0", "::") else f"{host},{host}:{port}"]
     path = sqlite_path(uri)
     if path is not None:
         # New experiments' artifacts beside the database, as regfw files them; not ./mlartifacts.
