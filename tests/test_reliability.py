@@ -524,6 +524,14 @@ def test_ui_binds_localhost_by_default_and_warns_otherwise(tmp_path, store):
     try:
         assert proc.stdout.readline().startswith(f"MLflow UI at http://127.0.0.2:{port}")
         assert proc.stderr.readline() == "regfw: warning: binding 127.0.0.2: the UI will be reachable from other machines\n"
+        # ... and the page answers at that address (MLflow's middleware refuses other hosts unless told)
+        deadline, status = time.monotonic() + 60, None
+        while status != 200 and time.monotonic() < deadline:
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.2:{port}/", timeout=5).status
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
