@@ -133,6 +133,13 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
             finish(outcome, state, tracker, recorder, writer, extras, hurry=lambda: bool(late.signals))
         # Not re-raised (the run is already final), but reported: a sweep stops after this point.
         outcome.late_signal = late.first
+        if parallel is not None:
+            # torchrun's agent SIGTERMs the surviving ranks once one has died; the run is recorded,
+            # and an Interrupted raised now could only surface inside a garbage-collection callback
+            # as a stray traceback. This process is about to exit with its own code anyway.
+            import signal
+
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return outcome
 
 
