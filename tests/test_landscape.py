@@ -199,47 +199,13 @@ def test_quadratic_param_path_runs_along_its_valley(invoke, store):
 
 
 @pytest.mark.slow
-def test_landscape_over_an_http_tracking_server(invoke, tmp_path):
-    import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("REGFW_")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-        result = invoke("run", "manual-gd", "-q", "--snapshots", "5", "--tracking-uri", uri)
-        assert result.exit_code == 0, result.stderr
-        client, (run,) = runs(uri)
-        result = invoke("landscape", run.info.run_id, "--directions", "pca", "--tracking-uri", uri)
-        assert result.exit_code == 0, result.stderr
-        names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "landscape")}
-        assert names == {"landscape_pca_1d.json", "landscape_pca_1d.png"}  # one scalar: a line
-        assert client.get_run(run.info.run_id).info.status == "FINISHED"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+def test_landscape_over_an_http_tracking_server(invoke, mlflow_server):
+    uri = mlflow_server
+    result = invoke("run", "manual-gd", "-q", "--snapshots", "5", "--tracking-uri", uri)
+    assert result.exit_code == 0, result.stderr
+    client, (run,) = runs(uri)
+    result = invoke("landscape", run.info.run_id, "--directions", "pca", "--tracking-uri", uri)
+    assert result.exit_code == 0, result.stderr
+    names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "landscape")}
+    assert names == {"landscape_pca_1d.json", "landscape_pca_1d.png"}  # one scalar: a line
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from regfw.store.keys import stored
+from conftest import stop_session
 
 REGFW = str(Path(sys.executable).with_name("regfw"))
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -46,20 +47,6 @@ def clean_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k != "MLFLOW_TRACKING_URI" and not k.startswith(("REGFW_", "RAY_"))}
     return env | {"OMP_NUM_THREADS": "1"} | extra
-
-
-def stop_session(proc: subprocess.Popen) -> None:
-    """End the session a service leads (we started it with start_new_session): SIGTERM, then SIGKILL."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 class Server:

@@ -380,40 +380,17 @@ def test_read_only_database_fails_in_one_line(invoke, store):
 
 
 @pytest.mark.slow
-def test_a_real_mlflow_server_receives_the_run_over_http(invoke, tmp_path):
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        cwd=tmp_path, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-        result = invoke("run", "linear", "--epochs", 50, "--log-every", 1, "--tracking-uri", uri)
-        assert result.exit_code == 0, result.stderr
-        client, run = only_run(uri, "linear")
-        assert run.info.status == "FINISHED" and run.info.run_id in result.stdout
-        assert run.data.params["train.epochs"] == "50" and run.data.tags["regfw.experiment"] == "linear"
-        assert steps(client, run.info.run_id) == list(range(1, 51))
-        assert {"config.yaml", "model_state_dict.pt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
-        local = client.download_artifacts(run.info.run_id, "model_state_dict.pt", str(tmp_path / "dl"))
-        assert torch.load(local, weights_only=True)["weight"].item() == pytest.approx(metrics_of(run)["learned.weight"])
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+def test_a_real_mlflow_server_receives_the_run_over_http(invoke, tmp_path, mlflow_server):
+    uri = mlflow_server
+    result = invoke("run", "linear", "--epochs", 50, "--log-every", 1, "--tracking-uri", uri)
+    assert result.exit_code == 0, result.stderr
+    client, run = only_run(uri, "linear")
+    assert run.info.status == "FINISHED" and run.info.run_id in result.stdout
+    assert run.data.params["train.epochs"] == "50" and run.data.tags["regfw.experiment"] == "linear"
+    assert steps(client, run.info.run_id) == list(range(1, 51))
+    assert {"config.yaml", "model_state_dict.pt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    local = client.download_artifacts(run.info.run_id, "model_state_dict.pt", str(tmp_path / "dl"))
+    assert torch.load(local, weights_only=True)["weight"].item() == pytest.approx(metrics_of(run)["learned.weight"])
 
 
 # -- broken plugins ------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import urllib.request
 import pytest
 
 from regfw.store.keys import stored
+from conftest import stop_session
 
 STARTUP_SECONDS = 180
 
@@ -54,20 +54,6 @@ def _wait_ready(base: str, proc: subprocess.Popen, log) -> None:
             pass
         time.sleep(0.5)
     raise AssertionError(f"the MLflow server was not ready within {STARTUP_SECONDS} s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """The server runs uvicorn workers: end the whole session it leads, which we started."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
 
 
 @pytest.mark.slow
@@ -116,5 +102,5 @@ def test_the_mlflow_ui_serves_the_sweep(invoke, store, tmp_path):
             ours = json.loads(invoke("runs", "linear", "--json", "--tracking-uri", store).stdout)
             assert {r["run_id"] for r in ours} == set(children)
         finally:
-            _stop(proc)
+            stop_session(proc)
     assert proc.poll() is not None

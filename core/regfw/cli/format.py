@@ -22,11 +22,12 @@ def fmt_mean_std(stat) -> str:
     return fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std) if not math.isfinite(std) else f'{std:.2g}'}"
 
 
-def fmt_duration(seconds: float | None) -> str:
+def fmt_duration(seconds: float | None, digits: int = 1) -> str:
+    """``4.2s``, ``3m05s``, ``2h01m``; ``digits``: decimals of the seconds below a minute."""
     if seconds is None:
         return "-"
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{seconds:.{digits}f}s"
     minutes, sec = divmod(int(round(seconds)), 60)
     if minutes < 60:
         return f"{minutes}m{sec:02d}s"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
+from regfw.cli.format import fmt_duration
+
 
 def pace(rate: float) -> str:
     """``1,234 ep/s``, or seconds per epoch when epochs are slower than one a second."""
@@ -19,13 +21,7 @@ def pace(rate: float) -> str:
 
 
 def eta(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    minutes, sec = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes}m{sec:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return fmt_duration(seconds, digits=0)
 
 
 class Reporter:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from regfw.interrupts import Interrupted, sigterm_as_interrupt
 from regfw.store import tags as T
 from regfw.sweep.grid import AXIS_SEP, Grid, Point
-from regfw.sweep.points import NOT_RUN, PointResult, PointTask, run_point, stop_after
+from regfw.sweep.points import NOT_RUN, PointResult, PointTask, run_in_order
 
 MAX_EXIT = 100  # the sweep's exit code is the number of failed points, at most this
 
@@ -116,7 +116,7 @@ def run_sweep(grid: Grid, uri: str, experiment_name: str, *, jobs: int = 1, repo
 
                 interrupted = run_ray(tasks, record, ray)
             elif jobs <= 1:
-                interrupted = _run_here(tasks, record, reporter)
+                interrupted = run_in_order(tasks, record, reporter)
             else:
                 from regfw.sweep.pool import run_parallel
 
@@ -141,15 +141,3 @@ def run_sweep(grid: Grid, uri: str, experiment_name: str, *, jobs: int = 1, repo
             parent.end(status)
     code = getattr(interrupted, "exit_code", 130) if interrupted is not None else min(failed, MAX_EXIT)
     return SweepResult(sweep_id, parent_id, status, results, not_run, code)
-
-
-def _run_here(tasks: list[PointTask], record, reporter) -> BaseException | None:
-    """Points one after another in this process. A signal that arrived while a point was being
-    written (and so could not stop it) stops the sweep right after that point."""
-    for task in tasks:
-        result = run_point(task, reporter)
-        record(result)
-        stopped = stop_after(result)
-        if stopped is not None:
-            return stopped
-    return None

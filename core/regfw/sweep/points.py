@@ -113,3 +113,15 @@ def stop_after(result: PointResult) -> Interrupted | None:
     if result.stop_signal is not None:
         return Interrupted(128 + result.stop_signal)
     return None
+
+
+def run_in_order(tasks: list[PointTask], record, reporter=None) -> Interrupted | None:
+    """Points one after another in this process, ``record(result)`` for each; the interrupt that
+    stopped them (see :func:`stop_after`), or None."""
+    for task in tasks:
+        result = run_point(task, reporter)
+        record(result)
+        stopped = stop_after(result)
+        if stopped is not None:
+            return stopped
+    return None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from regfw.errors import RegfwError, one_line
 from regfw.interrupts import Interrupted, held
 from regfw.store import tags as T
-from regfw.sweep.points import PointResult, PointTask, run_point, stop_after
+from regfw.sweep.points import PointResult, PointTask, run_in_order
 
 
 def run_in_worker(bucket: "BucketTask") -> list:
@@ -146,7 +146,7 @@ def run_bucket(bucket: BucketTask, record, on_fallback=None) -> BaseException | 
     if stack is None:
         if on_fallback is not None:
             on_fallback([t.index for t in tasks], step)
-        return _one_by_one(tasks, record)
+        return run_in_order(tasks, record)
     timing.build, clock = time.monotonic() - clock, time.monotonic()
     writer = artifacts_writer(registry.get("experiment", states[0].config.experiment))
     trackers = []
@@ -201,13 +201,3 @@ def run_bucket(bucket: BucketTask, record, on_fallback=None) -> BaseException | 
     if interrupted is not None:
         return interrupted
     return Interrupted(128 + late) if late is not None else None
-
-
-def _one_by_one(tasks: list[PointTask], record) -> BaseException | None:
-    for task in tasks:
-        result = run_point(task)
-        record(result)
-        stopped = stop_after(result)
-        if stopped is not None:
-            return stopped
-    return None

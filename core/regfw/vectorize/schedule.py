@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from regfw.sweep.points import run_point, stop_after
+from regfw.sweep.points import run_in_order
 from regfw.vectorize.bucket_run import BucketTask, run_bucket
 
 
@@ -24,9 +24,7 @@ def run_planned(plan, tasks: list, record, reporter=None, on_fallback=None, jobs
             if stopped is not None:
                 return stopped
             continue
-        result = run_point(item, reporter)
-        record(result)
-        stopped = stop_after(result)
+        stopped = run_in_order([item], record, reporter)
         if stopped is not None:
             return stopped
     return None
