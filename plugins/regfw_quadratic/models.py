@@ -19,19 +19,33 @@ def quadratic_basis(x: torch.Tensor) -> torch.Tensor:
 
 
 class Quadratic(nn.Module):
-    """a·x² + b·x + c with a, b, c three (1, 1) parameters drawn from N(0, init_std)."""
+    """a·z² + b·z + c with z = (x - center) / scale and a, b, c three (1, 1) parameters drawn from
+    N(0, init_std). With the defaults (center 0, scale 1) z is x, as in the document.
 
-    def __init__(self, init_std: float = 1.0):
+    Scaling changes only the coordinates the optimizer walks in, not the function class (a
+    quadratic in z is a quadratic in x), so ``feature_basis`` and the optimum stay those of x;
+    ``learned_parameters`` reports the coefficients of x in every case, comparable across scalings."""
+
+    def __init__(self, init_std: float = 1.0, center: float = 0.0, scale: float = 1.0):
         super().__init__()
         self.a = nn.Parameter(torch.randn(1, 1) * init_std)
         self.b = nn.Parameter(torch.randn(1, 1) * init_std)
         self.c = nn.Parameter(torch.randn(1, 1) * init_std)
+        self.center, self.scale = float(center), float(scale)
+        self.scaled = self.center != 0.0 or self.scale != 1.0  # the document's model: no extra ops per step
 
     def forward(self, x):
+        if self.scaled:
+            x = (x - self.center) / self.scale
         return self.a * x * x + self.b * x + self.c
 
     def learned_parameters(self) -> dict:
-        return {"a": self.a.item(), "b": self.b.item(), "c": self.c.item()}
+        a, b, c = self.a.item(), self.b.item(), self.c.item()
+        if not self.scaled:
+            return {"a": a, "b": b, "c": c}
+        # a((x - m)/s)² + b(x - m)/s + c, expanded in powers of x.
+        m, s = self.center, self.scale
+        return {"a": a / s**2, "b": b / s - 2 * a * m / s**2, "c": a * m**2 / s**2 - b * m / s + c}
 
     def feature_basis(self, x):
         return quadratic_basis(x)
