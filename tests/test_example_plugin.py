@@ -62,7 +62,7 @@ def test_runs_recorded_in_mlflow_alone_and_mixed_with_other_plugins(regfw_script
     assert metrics["learned.cos2"] == pytest.approx(1.5 * math.sin(0.5), abs=0.05)
     assert abs(metrics["learned.sin1"]) < 0.05 and metrics["excess_loss"] < 1e-3
     artifacts = {f.path for f in client.list_artifacts(sine_run.info.run_id)}
-    assert {"config.yaml", "fit.png", "loss_curve.png", "model_state_dict.pt", "learned_parameters.json"} <= artifacts
+    assert {"config.yaml", "fit.svg", "loss_curve.svg", "model_state_dict.pt", "learned_parameters.json"} <= artifacts
 
     linear_run = runs["linear"]
     tags, metrics = linear_run.data.tags, metrics_of(linear_run)

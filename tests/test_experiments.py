@@ -327,7 +327,7 @@ def test_runs_carry_their_plots_parameters_and_landscapes(store, tmp_path):
     """One store for three runs (creating an MLflow database costs seconds)."""
     client, run_, folder = _artifacts(store, "manual-gd", tmp_path)
     names = {p.name for p in folder.iterdir()}
-    assert {"mse_grid_w.png", "mse_surface_wb.png", "loss_curve.png", "fit.png", "learned_parameters.json"} <= names
+    assert {"mse_grid_w.png", "mse_surface_wb.png", "loss_curve.svg", "fit.svg", "learned_parameters.json"} <= names
     grid = json.loads((folder / "mse_grid_w.json").read_text())
     assert len(grid["w"]) == 41 and grid["w"][0] == 0 and grid["w"][-1] == 4 and grid["best_w"] == 2
     surface = json.loads((folder / "mse_surface_wb.json").read_text())
@@ -339,11 +339,11 @@ def test_runs_carry_their_plots_parameters_and_landscapes(store, tmp_path):
     assert len(client.get_metric_history(run_.info.run_id, stored("train_loss"))) == 100
 
     _, run_, folder = _artifacts(store, "quadratic-linear", tmp_path, "train.epochs=50")
-    assert {"fit.png", "loss_curve.png", "learned_parameters.json"} <= {p.name for p in folder.iterdir()}
+    assert {"fit.svg", "loss_curve.svg", "learned_parameters.json"} <= {p.name for p in folder.iterdir()}
     assert set(json.loads((folder / "learned_parameters.json").read_text())) == {"w1", "b1", "w2", "b2", "a", "b", "c"}
     assert {"optimum_loss", "excess_loss", "learned.a", "learned.w1"} <= set(metrics_of(run_))
     client, run_, folder = _artifacts(store, "binary", tmp_path, "train.epochs=2", "dataset.n_per_class=500",
                                       "dataset.n_train_per_class=350")
-    assert {"accuracy_curve.png", "loss_curve.png"} <= {p.name for p in folder.iterdir()}
+    assert {"accuracy_curve.svg", "loss_curve.svg"} <= {p.name for p in folder.iterdir()}
     for metric in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
         assert [m.step for m in client.get_metric_history(run_.info.run_id, stored(metric))] == [1, 2]

@@ -46,7 +46,7 @@ def test_linear_run_is_recorded_with_params_tags_metrics_artifacts(invoke, store
     assert [m.step for m in history][:2] == [1, 2] and history[-1].step == 300
     assert history[-1].value < history[0].value / 10  # it learned
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "loss_curve.png", "fit.png", "learned_parameters.json", "model_state_dict.pt"} <= names
+    assert {"config.yaml", "loss_curve.svg", "fit.svg", "learned_parameters.json", "model_state_dict.pt"} <= names
     local = client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl"))
     state = torch.load(f"{local}/model_state_dict.pt", weights_only=True)
     assert state["weight"].item() == pytest.approx(metrics["learned.weight"], rel=1e-6)

@@ -1,4 +1,4 @@
-"""A run's files: config.yaml, curves, the 1-D fit, learned parameters, the state dict, and
+"""A run's files: config.yaml, curves and the 1-D fit (SVG), learned parameters, the state dict, and
 whatever the experiment's own ``artifacts`` writer adds. A file that cannot be made is skipped:
 a failed plot must never lose the run."""
 
@@ -12,16 +12,16 @@ from regfw.protocols import RunView
 
 
 def write_all(folder: Path, run: RunView, writer=None, hurry=None) -> None:
-    """Write every file into ``folder``. ``hurry()`` true: skip the plots (about a second
-    each on a busy CPU), which only redraw the recorded metrics, so a Ctrl-C held while a run is
-    written does not wait for them."""
+    """Write every file into ``folder``; the plots are SVG (regfw.svg, no matplotlib). ``hurry()``
+    true: skip the plots, which only redraw the recorded metrics, so a Ctrl-C held while a run is
+    written waits for nothing it can do without."""
     from regfw import plots
 
     (folder / "config.yaml").write_text(run_yaml(run), encoding="utf-8")
     title = f"{run.experiment} ({run.status.lower()})"
     plots_made = (
-        lambda: plots.curves(run.curves, ["train_loss", "test_loss"], folder / "loss_curve.png", title, "loss", log_y=True),
-        lambda: plots.curves(run.curves, ["train_accuracy", "test_accuracy"], folder / "accuracy_curve.png", title,
+        lambda: plots.curves(run.curves, ["train_loss", "test_loss"], folder / "loss_curve.svg", title, "loss", log_y=True),
+        lambda: plots.curves(run.curves, ["train_accuracy", "test_accuracy"], folder / "accuracy_curve.svg", title,
                              "accuracy"),
         lambda: fit_plot(folder, run.model, run.data, title),
     )
@@ -73,4 +73,4 @@ def fit_plot(folder: Path, model, data, title: str):
         return None
     from regfw import plots
 
-    return plots.fit(model, data.x_train, data.y_train, folder / "fit.png", title)
+    return plots.fit(model, data.x_train, data.y_train, folder / "fit.svg", title)

@@ -1,4 +1,6 @@
-"""PNG plots logged as run artifacts. matplotlib is imported here only, with the Agg backend."""
+"""Plots. A run's own charts (curves, the 1-D fit) are SVG drawn by regfw.svg: every run writes
+them, and matplotlib cost more than the run itself. The rest (``compare --plot``, landscapes)
+uses matplotlib, imported on first use with the Agg backend."""
 
 from __future__ import annotations
 
@@ -20,43 +22,32 @@ def pyplot():
 
 
 def curves(history: dict, names: list[str], path: Path, title: str, ylabel: str, log_y: bool = False) -> Path | None:
-    """One line per metric in ``names`` against epoch (train and test together); ``history``
-    maps a metric to its ``[(epoch, value), ...]``."""
+    """One line per metric in ``names`` against epoch (train and test together), as SVG;
+    ``history`` maps a metric to its ``[(epoch, value), ...]``. ``log_y`` applies when every value
+    is positive."""
+    from regfw import svg
+
     present = [n for n in names if history.get(n)]
     if not present:
         return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in present:
-        epochs, values = zip(*history[name])
-        ax.plot(epochs, values, label=name)
-    if log_y and all(v > 0 for n in present for _, v in history[n]):
-        ax.set_yscale("log")
-    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    ax.legend()
-    fig.subplots_adjust(**MARGINS)  # fixed margins: tight_layout measured every text, ~0.3 s a plot
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    lines = [svg.Series(name, *zip(*history[name])) for name in present]
+    path.write_text(svg.chart(lines, title, "epoch", ylabel, log_y=log_y, integer_x=True), encoding="utf-8")
     return path
 
 
 def fit(model, x, y, path: Path, title: str) -> Path:
-    """A 1-D regression: the data as dots, the fitted curve as a line over the data's range."""
+    """A 1-D regression as SVG: the data as dots, the fitted curve as a line over the data's range."""
     import torch
 
-    plt = pyplot()
+    from regfw import svg
+
     model.eval()
     with torch.no_grad():
         grid = torch.linspace(float(x.min()), float(x.max()), 200, device=x.device, dtype=x.dtype).unsqueeze(1)
         pred = model(grid)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter(x.cpu().flatten().numpy(), y.cpu().flatten().numpy(), s=10, c="tab:red", label="data")
-    ax.plot(grid.cpu().flatten().numpy(), pred.cpu().flatten().numpy(), c="tab:blue", label="fit")
-    ax.set(xlabel="x", ylabel="y", title=title)
-    ax.legend()
-    fig.subplots_adjust(**MARGINS)  # fixed margins: tight_layout measured every text, ~0.3 s a plot
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    drawn = [svg.Series("data", x.cpu().flatten().tolist(), y.cpu().flatten().tolist(), dots=True, color=svg.PALETTE[3]),
+             svg.Series("fit", grid.cpu().flatten().tolist(), pred.cpu().flatten().tolist(), color=svg.PALETTE[0])]
+    path.write_text(svg.chart(drawn, title, "x", "y"), encoding="utf-8")
     return path
 
 
