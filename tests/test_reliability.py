@@ -369,12 +369,13 @@ def test_read_only_database_fails_in_one_line(invoke, store):
     else:
         db.chmod(0o444)
         undo = None
-    try:
-        result = invoke("run", "linear", "--epochs", 2, "--tracking-uri", store)
+    try:  # a new process, as a user's next command: this one still holds the database open
+        result = subprocess.run([REGFW, "run", "linear", "--epochs", "2", "--tracking-uri", store],
+                                capture_output=True, text=True, timeout=120)
     finally:
         if undo:
             subprocess.run(undo)
-    assert result.exit_code == 1
+    assert result.returncode == 1
     assert_one_line_error(result.stderr, "cannot use tracking store", "read-only")
     assert "epoch" not in result.stderr
 

@@ -37,11 +37,21 @@ class MlflowTracker:
         self.run_id: str | None = None
         self._rows: list = []
         self._last_flush = time.monotonic()
+        self.bulk = None  # the SQLite engine metrics go to directly (regfw.store.bulk), or None: log_batch
 
     def open(self) -> "MlflowTracker":
         """Connect, creating the database and experiment if needed; fail in one line early."""
         self.client = open_client(self.uri, create=True)
         self.experiment_id = experiment_id(self.client, self.uri, self.experiment_name)
+        self.share_from(self)
+        return self
+
+    def share_from(self, other: "MlflowTracker") -> "MlflowTracker":
+        """Use ``other``'s open connection (a sweep's bucket opens the store once for its runs)."""
+        from regfw.store.bulk import sqlite_engine
+
+        self.client, self.experiment_id = other.client, other.experiment_id
+        self.bulk = other.bulk if other is not self else sqlite_engine(self.client)
         return self
 
     def start(self, run_name: str, params: dict, tags: dict) -> str:
@@ -93,6 +103,11 @@ class MlflowTracker:
 
         self._last_flush = time.monotonic()
         with held() as signals:
+            if self.bulk is not None and self._rows:
+                from regfw.store.bulk import write_metrics
+
+                write_metrics(self.bulk, {self.run_id: self._rows})
+                self._rows = []
             while self._rows:
                 rows = self._rows[:FLUSH_ROWS]
                 self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, s) for k, v, s, ts in rows])

@@ -112,7 +112,7 @@ def _start_runs(tasks, states, plugins, size: int, number: int) -> list:
         tracker = MlflowTracker(task.uri, task.experiment_name,
                                 extra_tags=task.tags | {T.BUCKET: bucket_tag(number, size)})
         if trackers:  # one connection for the bucket
-            tracker.client, tracker.experiment_id = trackers[0].client, trackers[0].experiment_id
+            tracker.share_from(trackers[0])
         else:
             tracker.open()
         trackers.append(tracker)
