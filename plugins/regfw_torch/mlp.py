@@ -10,4 +10,7 @@ class FlatMLP(nn.Sequential):
     (and checkpoints of earlier mlp runs) stay as they were; 2-D input goes through unchanged."""
 
     def forward(self, x):
-        return super().forward(x.flatten(1) if x.ndim > 2 else x)
+        # Flatten only what is not already a row of features: a stack of N models' batches
+        # (N, batch, features), as a vectorized sweep feeds it, goes through as it is.
+        flat = x.ndim > 2 and x.shape[-1] != self[0].in_features
+        return super().forward(x.flatten(1) if flat else x)

@@ -28,7 +28,8 @@ class Stack:
     x_test: object = None
     y_test: object = None
     shared_data: bool = False
-    _vmapped: dict = field(default_factory=dict)
+    direct: bool = False  # True once a forward runs without vmap (regfw.vectorize.direct)
+    _vmapped: dict = field(default_factory=dict)  # shared -> the forward chosen for that data layout
 
     @property
     def size(self) -> int:
@@ -40,15 +41,41 @@ class Stack:
 
         shared = self.shared_data if shared is None else shared
         fn = self._vmapped.get(shared)
-        if fn is None:
-            fn = self._vmapped[shared] = self._make(shared)
         if self.base.training != train:  # a module walk only when the mode changes (evaluation)
             self.base.train(train)
         tensors = (*self.leaves, *self.buffers.values(), x, y)
+        if fn is None:
+            fn = self._make(shared)
+            with torch.set_grad_enabled(train):
+                result = fn(*tensors)
+            self._vmapped[shared] = self._direct_or(fn, shared, tensors, result)
+            return result
         if train:
             return fn(*tensors)
         with torch.no_grad():
             return fn(*tensors)
+
+    def _direct_or(self, vmapped, shared: bool, tensors, result):
+        """The vmap-free call (:mod:`regfw.vectorize.direct`) when it gives this first batch's
+        result, else ``vmapped``."""
+        import torch
+
+        from regfw.vectorize import direct
+
+        losses = direct.per_point_loss(self.loss_fn)
+        base = direct.template(self.states[0].model) if losses is not None else None
+        slots = _slots(base, self.names, list(self.buffers)) if base is not None else None
+        if slots is None:
+            return vmapped
+        base.train(self.base.training)
+        call = direct.make_call(base, slots, losses, self.size, shared)
+        try:
+            with torch.no_grad():
+                same = direct.agrees(call(*tensors), result)
+        except Exception:  # noqa: BLE001 - an op that does not broadcast: vmap it is
+            same = False
+        self.direct = self.direct or same
+        return call if same else vmapped
 
     def _make(self, shared: bool):
         """The vmapped forward, built once: vmap's own set-up stays out of the step.
