@@ -17,7 +17,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 MAX_LINE_POINTS = 1000  # per polyline: more is invisible at 600 px and only grows the file
 MAX_DOTS = 2000
 LIMIT = 1e150  # values beyond are clipped: spans and scales stay finite floats
-CHAR_W = 6.8  # average width of a 12 px sans-serif character, for a layout without measuring text
+CHAR_W = 7.2  # width of a 12 px sans-serif digit (a little more than most letters), for a layout without measuring text
 FONT = 'font-family="DejaVu Sans, Arial, Helvetica, sans-serif"'
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -53,7 +53,7 @@ def chart(series: Sequence[Series], title: str = "", xlabel: str = "", ylabel: s
     x_ticks = nice_ticks(x_lo, x_hi, min_step=1 if integer_x else 0)
     x_labels, y_labels = tick_labels(x_ticks), (log_labels(y_ticks) if log_y else tick_labels(y_ticks))
 
-    left = 30 + CHAR_W * max((len(s) for s in y_labels), default=1)
+    left = 34 + CHAR_W * max((len(s) for s in y_labels), default=1)
     box = (left, 34.0, WIDTH - 16.0, HEIGHT - 48.0)  # x0, y0, x1, y1 in pixels
     x0, y0, x1, y1 = box
 
@@ -100,13 +100,14 @@ def chart(series: Sequence[Series], title: str = "", xlabel: str = "", ylabel: s
     out += _legend(series, box, drawn)
     middle = 'text-anchor="middle"'
     if title:
-        out.append(f'<text class="title" x="{(x0 + x1) / 2:.1f}" y="22" {middle} font-size="14">'
-                   f"{text(title, 80)}</text>")
+        out.append(f'<text class="title" x="{WIDTH / 2}" y="22" {middle} font-size="14">'
+                   f"{text(title, int(WIDTH / 8.4))}</text>")
     if xlabel:
-        out.append(f'<text class="xlabel" x="{(x0 + x1) / 2:.1f}" y="{HEIGHT - 12}" {middle}>{text(xlabel, 80)}</text>')
+        out.append(f'<text class="xlabel" x="{(x0 + x1) / 2:.1f}" y="{HEIGHT - 12}" {middle}>'
+                   f"{text(xlabel, int((x1 - x0) / CHAR_W))}</text>")
     if ylabel:
         turn = f"translate(16 {(y0 + y1) / 2:.1f}) rotate(-90)"
-        out.append(f'<text class="ylabel" transform="{turn}" {middle}>{text(ylabel, 50)}</text>')
+        out.append(f'<text class="ylabel" transform="{turn}" {middle}>{text(ylabel, int((y1 - y0) / CHAR_W))}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -221,17 +222,14 @@ def nice_ticks(lo: float, hi: float, target: int = 6, min_step: float = 0) -> li
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
-    """Decades inside [lo, hi] (every few decades when many); 2 and 5 between them too when fewer
-    than three decades are inside, so a short curve still gets a few labelled values."""
+    """Decades inside [lo, hi] (every 2, 5, 10 ... decades when many); 2 and 5 between them too when fewer
+    than three decades are inside; plain 1-2-5 steps when even that gives fewer than three values
+    (a loss from 87 to 102), so a short curve still gets a few labelled values."""
     first, last = math.ceil(math.log10(lo) - 1e-9), math.floor(math.log10(hi) + 1e-9)
-    if last - first >= 2:
-        every = max(1, math.ceil((last - first + 1) / 8))
-        return [10.0 ** k for k in range(first, last + 1) if k % every == 0]
-    for mantissas in ((1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
-        ticks = [m * 10.0 ** k for k in range(first - 1, last + 1) for m in mantissas if lo <= m * 10.0 ** k <= hi]
-        if len(ticks) >= 2:
-            return ticks
-    return nice_ticks(lo, hi, target=3)
+    if last - first >= 2:  # every 1, 2, 5, 10 ... decades
+        return [10.0 ** round(k) for k in nice_ticks(math.log10(lo), math.log10(hi), min_step=1)]
+    ticks = [m * 10.0 ** k for k in range(first - 1, last + 1) for m in (1, 2, 5) if lo <= m * 10.0 ** k <= hi]
+    return ticks if len(ticks) >= 3 else nice_ticks(lo, hi, target=5)
 
 
 def log_minor(lo: float, hi: float, major: list[float]) -> list[float]:
