@@ -1,7 +1,8 @@
 """`regfw ui`: the real MLflow UI over the store, looked at the way a user looks at it.
 
 The browser test drives Debian's ``chromium`` through playwright; it skips (with the reason) where
-either is missing. ``REGFW_UI_SHOTS=DIR`` keeps its screenshots (docs/img/ui-*.png come from it).
+either is missing. ``REGFW_UI_SHOTS=DIR`` keeps its screenshots (docs/img/ui-*.png and artifact-svg.png come
+from it).
 """
 
 import os
@@ -164,3 +165,44 @@ def _close_assistant(page):
     close = page.locator("[data-component-id='mlflow.assistant.chat_panel.close']")
     if close.count():
         close.first.click()
+
+
+@pytest.mark.slow
+def test_a_runs_svg_charts_show_as_images_in_the_artifacts_tab(invoke, store, tmp_path):
+    """The charts every run writes are SVG: MLflow's artifact viewer must draw them as images."""
+    chromium, sync_api = _browser()
+    shots = Path(os.environ.get("REGFW_UI_SHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    assert invoke("run", "linear", "--epochs", 5, "--tracking-uri", store, "-q").exit_code == 0
+    port = _free_port()
+    proc, lines = _start(store, port)
+    link = re.match(r"\s+\S+: (\S+)", lines[1]).group(1)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1000, "height": 620})
+            page.set_default_timeout(STARTUP_SECONDS * 1000)
+            page.goto(link)
+            page.get_by_text("matching run").wait_for()
+            href = page.locator("a[href*='/runs/']").first.get_attribute("href")
+            run_id = href.rsplit("/", 1)[-1]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/get-artifact?path=loss_curve.svg&run_uuid={run_id}",
+                                        timeout=30) as response:
+                assert response.headers.get_content_type() == "image/svg+xml"
+            page.goto(link.split("#")[0] + href + "/artifacts/loss_curve.svg")
+            for name in ("loss_curve.svg", "fit.svg"):
+                if name != "loss_curve.svg":
+                    page.get_by_text(name, exact=True).click()
+                image = page.locator(f"img[alt='{name}']")
+                image.wait_for()
+                drawn = image.evaluate("img => img.decode().then(() => [img.naturalWidth, img.naturalHeight])")
+                assert drawn == [600, 400], (name, drawn)  # a broken SVG decodes to nothing
+                if name == "loss_curve.svg":
+                    _close_assistant(page)
+                    where = page.get_by_text(re.compile(r"^Path: "))  # the test's temporary folder: not for docs
+                    page.screenshot(path=str(shots / "artifact-svg.png"), clip={"x": 200, "y": 0, "width": 800,
+                                    "height": 600}, mask=[where], mask_color="#ffffff")
+            browser.close()
+    finally:
+        _stop_by_pid(proc, store, port)
+    assert not _group_alive(store)
