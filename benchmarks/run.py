@@ -863,6 +863,8 @@ def main(argv=None) -> int:
     parser.add_argument("--vectorize-experiments", default="linear,quadratic-param,quadratic-linear,mlp-regression")
     parser.add_argument("--vectorize-quadratic-epochs", type=int, default=20000, help="row 9: quadratic-* epochs")
     parser.add_argument("--vectorize-mlp-epochs", type=int, default=10, help="row 9: mlp-regression epochs")
+    parser.add_argument("--vectorize-sequential-points", type=int, default=0,
+                        help="row 9: points of the one-after-another and --jobs 2 sweeps (default: the smallest N)")
     parser.add_argument("--landscape-grid", type=int, default=41, help="row 10: points per axis")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.json")
     parser.add_argument("--profile", metavar="EXPERIMENT", help="profile regfw training EXPERIMENT with pyinstrument "

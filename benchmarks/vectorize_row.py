@@ -1,7 +1,8 @@
 """Row 9 of benchmarks/run.py: ``regfw sweep --vectorize`` against the same points one after another.
 
 End to end through ``run_sweep`` into the benchmark's SQLite store (child runs, metrics, artifacts,
-statuses), points differing in seed. The one-after-another sweep costs the same per point at any N
+statuses), points differing in seed. Also ``--jobs 2`` (two processes, points one after another in
+each) and ``--vectorize --jobs 2`` at the largest N (two buckets of N/2, one per process). The one-after-another sweep costs the same per point at any N
 (each point is its own run), so it is measured on the smallest N only and its points/s compared
 with the vectorized sweep at every N. Besides points/s: µs per model-step of the stacked training
 alone (the bucket's training time / epochs / N) against a single run's, and the share of the
@@ -42,36 +43,48 @@ def row_vectorize(args, store, alternate, Row) -> list:
         shares: dict = {n: [] for n in sizes}
         singles: list = []
 
-        def sequential(n=sizes[0]):
+        few = args.vectorize_sequential_points or sizes[0]  # per point, the cost is the same at any N
+
+        def sequential(n=few):
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):
                 result = run_sweep(grid(n), store.uri, f"bench-{experiment}")
             singles.extend(r.summary["train_seconds"] / epochs for r in result.results)
             return (time.perf_counter() - start) / n
 
-        def vectorized(n):
+        def two_jobs(n=max(2, few)):
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                run_sweep(grid(n), store.uri, f"bench-{experiment}", jobs=2)
+            return (time.perf_counter() - start) / n
+
+        def vectorized(n, jobs=1):
             def run():
                 start = time.perf_counter()
-                result = run_sweep(grid(n), store.uri, f"bench-{experiment}", vectorize=True)
+                result = run_sweep(grid(n), store.uri, f"bench-{experiment}", vectorize=True, jobs=jobs,
+                                   max_bucket=n // jobs)
                 wall = time.perf_counter() - start
                 if any(r.status != "FINISHED" for r in result.results):
                     raise RuntimeError(f"{experiment}: a vectorized point did not finish")
-                timing = bucket_run.LAST_TIMING
-                stepped[n].append(timing.train / epochs / n)
-                shares[n].append(1 - timing.train / wall)
+                if jobs == 1:  # the buckets' timings are only seen when they run in this process
+                    timing = bucket_run.LAST_TIMING
+                    stepped[n].append(timing.train / epochs / n)
+                    shares[n].append(1 - timing.train / wall)
                 return wall / n
             return run
 
-        variants = {"one after another": sequential} | {f"--vectorize N={n}": vectorized(n) for n in sizes}
+        variants = ({"one after another": sequential, "--jobs 2": two_jobs}
+                    | {f"--vectorize N={n}": vectorized(n) for n in sizes}
+                    | {f"--vectorize --jobs 2 N={sizes[-1]}": vectorized(sizes[-1], jobs=2)})
         print(f"row 9: {experiment}, {epochs} epochs, N = {', '.join(map(str, sizes))}", flush=True)
         times = alternate(args.pairs, variants, experiment)
-        extra = {"epochs": epochs, "sizes": sizes, "sequential_points": sizes[0],
+        extra = {"epochs": epochs, "sizes": sizes, "sequential_points": few,
                  "points_per_s": {name: 1 / statistics.median(t) for name, t in times.items()},
                  "us_per_model_step": {"single run": 1e6 * statistics.median(singles)}
                  | {f"--vectorize N={n}": 1e6 * statistics.median(stepped[n]) for n in sizes},
                  "not_training_share": {f"--vectorize N={n}": statistics.median(shares[n]) for n in sizes}}
         rows.append(Row(9, f"{experiment}, {epochs} epochs, seeds 0..N-1: seconds per point end to end "
-                           f"(one after another measured on {sizes[0]} points)", "one after another", times,
+                           f"(one after another measured on {few} points)", "one after another", times,
                         unit="s/point", extra=extra,
                         note="points/s = 1 / median; µs per model-step and the non-training share in the JSON"))
     return rows

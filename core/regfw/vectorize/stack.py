@@ -29,6 +29,7 @@ class Stack:
     y_test: object = None
     shared_data: bool = False
     direct: bool = False  # True once a forward runs without vmap (regfw.vectorize.direct)
+    completed: int = 0  # the last epoch every living point completed
     _vmapped: dict = field(default_factory=dict)  # shared -> the forward chosen for that data layout
 
     @property
