@@ -503,7 +503,7 @@ def test_ui_binds_localhost_by_default_and_warns_otherwise(tmp_path, store):
         assert proc.stdout.readline().startswith(f"MLflow UI at http://127.0.0.2:{port}")
         assert proc.stderr.readline() == "regfw: warning: binding 127.0.0.2: the UI will be reachable from other machines\n"
         # ... and the page answers at that address (MLflow's middleware refuses other hosts unless told)
-        deadline, status = time.monotonic() + 60, None
+        deadline, status = time.monotonic() + 150, None  # MLflow's server starts slowly on a busy 2-core machine
         while status != 200 and time.monotonic() < deadline:
             try:
                 status = urllib.request.urlopen(f"http://127.0.0.2:{port}/", timeout=5).status
