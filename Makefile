@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.regfw-installed
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast bench experiments clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/run.py
+
+# Regenerate docs/experiments.md's measured tables from real runs (about 15 minutes on one core;
+# docs/tools/experiments.py --help for a subset or a quick check).
+experiments: setup
+	OMP_NUM_THREADS=1 $(BIN)/python docs/tools/experiments.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info core/*.egg-info
