@@ -178,18 +178,27 @@ def finish(outcome: Outcome, state, tracker, recorder: Recorder, writer=None, ex
         tracker.set_tags(tags)
         if tracker.recording:
             view = run_view(outcome, state)
-            with tempfile.TemporaryDirectory(prefix="regfw-artifacts-") as folder:
-                from regfw.artifacts import write_all
-
-                write_all(Path(folder), view, writer, hurry=hurry)
-                for extra in extras:
-                    try:
-                        extra.write(folder)
-                    except Exception:  # noqa: BLE001 - as a failed plot: never lose the run
-                        pass
-                tracker.log_artifacts(folder)
+            local = tracker.artifact_folder()
+            if local is not None:  # the run's own folder on this machine: written in place
+                local.mkdir(parents=True, exist_ok=True)
+                write_artifacts(local, view, writer, extras, hurry)
+            else:
+                with tempfile.TemporaryDirectory(prefix="regfw-artifacts-") as folder:
+                    write_artifacts(Path(folder), view, writer, extras, hurry)
+                    tracker.log_artifacts(folder)
     finally:
         tracker.end(outcome.status)
+
+
+def write_artifacts(folder: Path, view: RunView, writer, extras, hurry) -> None:
+    from regfw.artifacts import write_all
+
+    write_all(folder, view, writer, hurry=hurry)
+    for extra in extras:
+        try:
+            extra.write(str(folder))
+        except Exception:  # noqa: BLE001 - as a failed plot: never lose the run
+            pass
 
 
 def run_view(outcome: Outcome, state) -> RunView:
