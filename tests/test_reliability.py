@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -502,6 +503,9 @@ def test_ui_binds_localhost_by_default_and_warns_otherwise(tmp_path, store):
     try:
         assert proc.stdout.readline().startswith(f"MLflow UI at http://127.0.0.2:{port}")
         assert proc.stderr.readline() == "regfw: warning: binding 127.0.0.2: the UI will be reachable from other machines\n"
+        seen = []  # the rest of its output, read as it comes: a full pipe would stall the server
+        for stream in (proc.stdout, proc.stderr):
+            threading.Thread(target=lambda s=stream: seen.extend(s), daemon=True).start()
         # ... and the page answers at that address (MLflow's middleware refuses other hosts unless told)
         deadline, status = time.monotonic() + 150, None  # MLflow's server starts slowly on a busy 2-core machine
         while status != 200 and time.monotonic() < deadline:
@@ -509,7 +513,7 @@ def test_ui_binds_localhost_by_default_and_warns_otherwise(tmp_path, store):
                 status = urllib.request.urlopen(f"http://127.0.0.2:{port}/", timeout=5).status
             except OSError:
                 time.sleep(0.5)
-        assert status == 200
+        assert status == 200, "".join(seen)[-2000:]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
