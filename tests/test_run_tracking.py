@@ -118,3 +118,20 @@ def test_default_store_is_mlruns_in_the_working_directory(regfw_script, tmp_path
     client, run = _only_run(f"sqlite:///{db}")
     assert run.info.artifact_uri.startswith((tmp_path / "mlruns").resolve().as_uri())
     assert "INFO" not in result.stderr and "Warning" not in result.stderr
+
+
+def test_config_yaml_is_what_safe_dump_writes_and_reads_back_for_every_experiment():
+    """artifacts.run_yaml uses libyaml's dumper for speed: the text must be PyYAML's own."""
+    import yaml
+
+    from regfw.artifacts import run_yaml
+    from regfw.config import resolve
+    from regfw.plugins import get_plugins
+    from regfw.protocols import RunView
+
+    registry = get_plugins().registry
+    for name in registry.names("experiment"):
+        config = resolve(registry, name).to_dict()
+        text = run_yaml(RunView(name, "FINISHED", config, {}, None, None, {}, {}, {}))
+        assert text == yaml.safe_dump(config, sort_keys=False, default_flow_style=None), name
+        assert yaml.safe_load(text) == config

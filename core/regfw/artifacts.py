@@ -47,7 +47,9 @@ def write_all(folder: Path, run: RunView, writer=None, hurry=None) -> None:
 def run_yaml(run: RunView) -> str:
     import yaml
 
-    return yaml.safe_dump(run.config, sort_keys=False, default_flow_style=None)
+    # libyaml's dumper when PyYAML has it: the same text, ~10x faster (each sweep point writes one)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(run.config, Dumper=dumper, sort_keys=False, default_flow_style=None)
 
 
 def call_writer(writer, folder: Path, run: RunView):
