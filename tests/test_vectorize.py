@@ -153,6 +153,25 @@ def make_branchy(in_features, out_features):
     return Branchy(1, 1)
 
 
+CENTRED = []  # one class for every point: models of one class stack
+
+
+def make_centred(in_features, out_features):
+    import torch
+
+    if not CENTRED:
+        class Centred(torch.nn.Module):  # elementwise ops only: without vmap it runs, with other values
+            def __init__(self):
+                super().__init__()
+                self.w, self.b = torch.nn.Parameter(torch.randn(1, 1)), torch.nn.Parameter(torch.zeros(1, 1))
+
+            def forward(self, x):
+                return self.w * (x - x.mean(0)) + self.b  # mixes a batch's rows: dim 0 must be the batch
+
+        CENTRED.append(Centred)
+    return CENTRED[0]()
+
+
 def make_mysgd(parameters, lr):
     import torch
 
@@ -166,6 +185,7 @@ def make_mysgd(parameters, lr):
 def register_models(register):
     register("bn", make_bn, params={"in_features": SIZE, "out_features": SIZE})
     register("branchy", make_branchy, params={"in_features": SIZE, "out_features": SIZE})
+    register("centred", make_centred, params={"in_features": SIZE, "out_features": SIZE})
 
 
 @hookimpl
@@ -192,6 +212,35 @@ def test_points_that_cannot_stack_say_why(odd_registry, swap, expected):
     (reason, positions), = plan.reasons().items()
     assert positions == [0, 1]
     assert any(word in reason for word in expected), reason
+
+
+@pytest.mark.parametrize("experiment, sets", [
+    ("linear", ["seed=0,1"]), ("quadratic-param", ["seed=0,1"]), ("quadratic-linear", ["seed=0,1"]),
+    ("mlp-regression", ["seed=0,1", *SMALL_MLP]), ("binary", ["seed=0,1", *SMALL_BINARY])])
+def test_builtin_models_stack_without_vmap(registry, experiment, sets):
+    """Their ops broadcast over the points (nn.Linear through baddbmm): no vmap bookkeeping per step."""
+    import torch
+
+    states = [build_state(p.config, registry, torch.device("cpu")) for p in _grid(registry, experiment, sets).points]
+    stack = stack_states(states)
+    stack.forward(stack.x, stack.y)
+    assert stack.direct
+
+
+def test_a_model_that_mixes_a_batchs_rows_keeps_vmap_and_equals_its_single_runs(odd_registry):
+    """Without vmap, ``x.mean(0)`` would average over the points: the first batch shows the
+    difference, the stack keeps vmap, and every point still equals its single run."""
+    configs = [p.config for p in _grid(odd_registry, "linear", ["seed=0,1", "optimizer.lr=0.01,0.05",
+                                                                 "train.epochs=50"], swaps={"model": "centred"}).points]
+    import torch
+
+    probe_states = [build_state(c, odd_registry, torch.device("cpu")) for c in configs]
+    probe = stack_states(probe_states)
+    probe.forward(probe.x, probe.y)
+    assert not probe.direct
+    states, recorder = _stacked(configs, odd_registry)
+    for config, state in zip(configs, states):
+        assert_same_runs(_single(config, odd_registry), state)
 
 
 def test_buckets_follow_the_key_and_the_size_limit(registry):
