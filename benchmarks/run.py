@@ -865,6 +865,8 @@ def main(argv=None) -> int:
     parser.add_argument("--vectorize-mlp-epochs", type=int, default=10, help="row 9: mlp-regression epochs")
     parser.add_argument("--vectorize-sequential-points", type=int, default=0,
                         help="row 9: points of the one-after-another and --jobs 2 sweeps (default: the smallest N)")
+    parser.add_argument("--vectorize-no-jobs", action="store_true",
+                        help="row 9: leave out the --jobs 2 variants (for very long points)")
     parser.add_argument("--landscape-grid", type=int, default=41, help="row 10: points per axis")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.json")
     parser.add_argument("--profile", metavar="EXPERIMENT", help="profile regfw training EXPERIMENT with pyinstrument "

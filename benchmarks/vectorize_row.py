@@ -73,9 +73,10 @@ def row_vectorize(args, store, alternate, Row) -> list:
                 return wall / n
             return run
 
-        variants = ({"one after another": sequential, "--jobs 2": two_jobs}
+        variants = ({"one after another": sequential} | ({} if args.vectorize_no_jobs else {"--jobs 2": two_jobs})
                     | {f"--vectorize N={n}": vectorized(n) for n in sizes}
-                    | {f"--vectorize --jobs 2 N={sizes[-1]}": vectorized(sizes[-1], jobs=2)})
+                    | ({} if args.vectorize_no_jobs else
+                       {f"--vectorize --jobs 2 N={sizes[-1]}": vectorized(sizes[-1], jobs=2)}))
         print(f"row 9: {experiment}, {epochs} epochs, N = {', '.join(map(str, sizes))}", flush=True)
         times = alternate(args.pairs, variants, experiment)
         extra = {"epochs": epochs, "sizes": sizes, "sequential_points": few,
