@@ -29,6 +29,7 @@ from conftest import stop_session
 REGFW = str(Path(sys.executable).with_name("regfw"))
 RAY = str(Path(sys.executable).with_name("ray"))
 STARTUP_SECONDS = 180
+pytestmark = pytest.mark.xdist_group("ray")  # one cluster per test session's worker, not one in each
 LONG = ["--epochs", "1000000", "--log-every", "20"]  # a point that runs until it is stopped
 
 
