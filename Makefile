@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard examples/*/pyproject.toml)
 run: setup
 	$(BIN)/regfw run linear
 
-# --dist loadgroup: tests marked with one xdist_group run in one worker (the Ray tests share one
-# cluster; with two clusters at once on 2 cores, a cancelled Ray task was seen still running 120 s later).
+# --dist loadgroup: tests marked with one xdist_group run in one worker (the Ray tests then share one
+# cluster instead of starting one per worker: lighter on a 2-core machine).
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 

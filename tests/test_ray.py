@@ -299,3 +299,19 @@ def test_a_local_ray_instance_runs_the_sweep_into_sqlite_quietly(regfw_script, t
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
     assert sorted(r.data.params["seed"] for r in children) == ["0", "1"]
+
+
+@pytest.mark.parametrize("made_cancellable", [True, False])
+def test_a_point_can_be_cancelled_when_its_worker_inherited_an_ignored_sigint(made_cancellable):
+    """ray.cancel interrupts a task with ``_thread.interrupt_main()``, a no-op while SIGINT is
+    ignored - as in the workers of a head started in a script's background (or from pytest-xdist's
+    workers). ``run_on_worker`` first gives SIGINT Python's handler back; without that (the
+    control case) the interrupt is lost."""
+    setup = "from regfw.sweep.ray_backend import cancellable; cancellable(); " if made_cancellable else ""
+    code = f"import _thread, time; {setup}_thread.interrupt_main(); time.sleep(3); print('ran on')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    if made_cancellable:
+        assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr and "ran on" not in proc.stdout
+    else:
+        assert proc.returncode == 0 and "ran on" in proc.stdout

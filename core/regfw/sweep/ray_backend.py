@@ -177,6 +177,7 @@ def run_on_worker(task: PointTask, needs: dict[str, str], attempt: int) -> Point
 
     from regfw.plugins import get_plugins
 
+    cancellable()
     node = ray.util.get_node_ip_address()
     plugins = get_plugins()
     for name, distribution in sorted(needs.items()):
@@ -191,6 +192,20 @@ def run_on_worker(task: PointTask, needs: dict[str, str], attempt: int) -> Point
     if attempt > 1:
         task.tags[T.ATTEMPT] = attempt
     return run_point(task)
+
+
+def cancellable() -> None:
+    """Let ``ray.cancel`` interrupt this task. Ray raises its KeyboardInterrupt through
+    ``_thread.interrupt_main()``, which does nothing while SIGINT is ignored - as it is in every
+    worker of a head started in the background of a script (a shell starts background commands
+    with SIGINT ignored, and workers inherit it): such a point would train on after Ctrl-C until
+    the sweep force-kills it, its run never written as KILLED."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) in (
+            signal.SIG_IGN, signal.SIG_DFL, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_ray(tasks: list[PointTask], record, options: RayOptions) -> BaseException | None:
