@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import urllib.request
@@ -520,3 +521,33 @@ def test_ui_binds_localhost_by_default_and_warns_otherwise(tmp_path, store):
     from regfw.cli.ui import ui
 
     assert next(p for p in ui.params if p.name == "host").default == "127.0.0.1"
+
+
+@pytest.mark.parametrize("redelivered", [True, False])
+def test_an_interrupt_raised_inside_a_gc_callback_is_sent_again_not_printed(redelivered):
+    """A SIGTERM whose handler runs inside a weakref callback raises where Python can only print
+    and drop it. regfw's hook sends it again, so it ends the work in ordinary code; without the
+    hook (the control case) the traceback is printed and the interrupt is lost."""
+    code = textwrap.dedent(f"""
+        import signal, time, weakref
+        from regfw.interrupts import Interrupted, redeliver_lost_interrupts, terminate_handler
+        if {redelivered}:
+            redeliver_lost_interrupts()
+        signal.signal(signal.SIGTERM, terminate_handler)
+        class Thing: pass
+        def callback(ref):
+            signal.raise_signal(signal.SIGTERM)  # its handler runs here, inside the callback
+            x = 1
+        thing = Thing(); ref = weakref.ref(thing, callback)
+        try:
+            del thing
+            time.sleep(0.5)  # ordinary code, where a signal sent again is handled
+            print("ran on")
+        except Interrupted:
+            print("interrupted")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if redelivered:
+        assert proc.stdout.strip() == "interrupted" and "Traceback" not in proc.stderr, proc.stderr
+    else:
+        assert proc.stdout.strip() == "ran on" and "Exception ignored" in proc.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 
@@ -80,4 +81,40 @@ def sigterm_as_interrupt():
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        # A block that chose to ignore SIGTERM for the rest of the process (a torchrun rank whose
+        # run is recorded: the launcher's SIGTERM must not surface later inside a garbage-collection
+        # callback as a stray traceback) keeps it ignored.
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def redeliver_lost_interrupts() -> None:
+    """Send again a Ctrl-C or SIGTERM that Python would drop.
+
+    Python runs signal handlers between bytecodes, also inside garbage-collection callbacks
+    (weakref callbacks such as SQLAlchemy's class registry, ``__del__``). An exception raised
+    there cannot propagate: Python prints it as "Exception ignored in ..." with a traceback and
+    drops it, so the interrupt is lost and a traceback reaches the user (seen in a torchrun rank
+    SIGTERMed by its launcher). This hook raises such a signal again; its handler then runs in
+    ordinary code and the interrupt takes its normal way. Other unraisable errors go to the
+    previous hook."""
+    previous = sys.unraisablehook
+    main = threading.main_thread().ident
+
+    def send_later(signum: int) -> None:
+        # From another thread, a moment later: sent from here, its handler would run inside this
+        # hook (still within the callback) and be dropped again.
+        timer = threading.Timer(0.01, signal.pthread_kill, (main, signum))
+        timer.daemon = True
+        timer.start()
+
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if isinstance(error, Interrupted) and getattr(error, "exit_code", 0) > 128:
+            send_later(error.exit_code - 128)
+        elif isinstance(error, KeyboardInterrupt):
+            send_later(signal.SIGINT)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook

@@ -103,6 +103,9 @@ for module in (run_commands, inspect_commands, ui_commands, sweep_commands, runs
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``regfw``)."""
+    from regfw.interrupts import redeliver_lost_interrupts
+
+    redeliver_lost_interrupts()
     try:
         cli.main(args=argv, prog_name="regfw")
     except SystemExit as exc:
