@@ -73,6 +73,7 @@ class Runner:
     def __call__(self, recipe: Recipe, seed: int):
         key = (recipe.command(self.threads), seed)
         if key not in self.done:
+            from regfw.errors import RegfwError
             from regfw.testing import run_experiment
 
             sets = dict(recipe.sets) | {"train.threads": self.threads}
@@ -80,7 +81,11 @@ class Runner:
                 sets |= {"dataset.root": self.data_root, "dataset.download": False}
             started = time.monotonic()
             result = run_experiment(recipe.experiment, epochs=self.epochs, seed=seed, sets=sets, track=False,
-                                    **dict(recipe.swaps))
+                                    check=False, **dict(recipe.swaps))
+            if result.status == "KILLED":  # Ctrl-C ended the run: stop here, not at the next run
+                raise KeyboardInterrupt
+            if result.status != "FINISHED":
+                raise RegfwError(f"{recipe.command(self.threads, seed)} ended {result.status}: {result.error}")
             print(f"  {recipe.command(self.threads, seed)}: {time.monotonic() - started:.0f} s", file=sys.stderr)
             self.done[key] = result
         return self.done[key]
@@ -214,4 +219,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C: the tables finished so far are already written
+        print("experiments.py: interrupted; tables finished before it are written", file=sys.stderr)
+        sys.exit(130)

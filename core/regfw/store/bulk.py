@@ -17,6 +17,7 @@ there rather than in a user's store.
 
 from __future__ import annotations
 
+import functools
 import math
 
 FLOAT64_MAX = 1.7976931348623157e308
@@ -68,6 +69,7 @@ def write_metrics(engine, batches: dict) -> None:
 COLUMNS = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
 
 
+@functools.cache  # the same two statements for every flush of the process
 def _statements() -> tuple[str, str]:
     """The two statements, with table and column names from MLflow's own table definitions."""
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric

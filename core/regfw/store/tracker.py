@@ -44,15 +44,14 @@ class MlflowTracker:
         """Connect, creating the database and experiment if needed; fail in one line early."""
         self.client = open_client(self.uri, create=True)
         self.experiment_id = experiment_id(self.client, self.uri, self.experiment_name)
-        self.share_from(self)
+        from regfw.store.bulk import sqlite_engine
+
+        self.bulk = sqlite_engine(self.client)
         return self
 
     def share_from(self, other: "MlflowTracker") -> "MlflowTracker":
         """Use ``other``'s open connection (a sweep's bucket opens the store once for its runs)."""
-        from regfw.store.bulk import sqlite_engine
-
-        self.client, self.experiment_id = other.client, other.experiment_id
-        self.bulk = other.bulk if other is not self else sqlite_engine(self.client)
+        self.client, self.experiment_id, self.bulk = other.client, other.experiment_id, other.bulk
         return self
 
     def start(self, run_name: str, params: dict, tags: dict) -> str:
