@@ -1,7 +1,7 @@
 """store.bulk writes metric rows that MLflow's own API reads back exactly as if log_batch wrote them.
 
 Two runs in one real SQLite store get the same rows, one through ``MlflowClient.log_batch``, the
-other through ``regfw.store.bulk``; every view MLflow offers (history per key, latest metrics,
+other through ``regfw.store.bulk`` (on a ``DirectStore``'s connection); every view MLflow offers (history per key, latest metrics,
 search and ordering by a metric) must agree. If a new MLflow changes its tables, this fails.
 """
 
@@ -12,7 +12,8 @@ import math
 import pytest
 
 from regfw.store import open_client
-from regfw.store.bulk import sqlite_engine, write_metrics
+from regfw.store.bulk import write_metrics
+from regfw.store.direct import DirectStore
 from regfw.store.tracker import MlflowTracker
 
 ROWS = [  # (key, value, step, timestamp): out of order, a NaN, infinities, a later row with a lower step
@@ -30,21 +31,28 @@ def history(client, run_id, key):
 
 @pytest.fixture
 def two_runs(store):
-    client = open_client(store, create=True)
-    experiment = client.create_experiment("bulk")
+    MlflowTracker(store, "bulk").open()  # the store and a regfw experiment, made by MLflow
+    client = open_client(store)
+    experiment = client.get_experiment_by_name("bulk").experiment_id
     runs = [client.create_run(experiment).info.run_id for _ in range(2)]
     return client, experiment, runs
 
 
-def test_rows_read_back_as_log_batch_writes_them(two_runs):
+@pytest.fixture
+def direct(store, two_runs):
+    opened = DirectStore.open(store, "bulk")
+    assert opened is not None
+    yield opened
+    opened.close()
+
+
+def test_rows_read_back_as_log_batch_writes_them(two_runs, direct):
     from mlflow.entities import Metric
 
     client, experiment, (by_mlflow, by_bulk) = two_runs
-    engine = sqlite_engine(client)
-    assert engine is not None
     for half in (ROWS[:4], ROWS[4:]):  # two batches: the latest value must survive across them
         client.log_batch(by_mlflow, metrics=[Metric(k, v, ts, s) for k, v, s, ts in half])
-        write_metrics(engine, {by_bulk: half})
+        write_metrics(direct, {by_bulk: half})
     keys = {k for k, *_ in ROWS}
     for key in keys:
         assert history(client, by_bulk, key) == history(client, by_mlflow, key), key
@@ -57,18 +65,17 @@ def test_rows_read_back_as_log_batch_writes_them(two_runs):
     assert {r.data.metrics["curves/train_loss"] for r in ordered} == {0.25}
 
 
-def test_a_later_batch_with_an_older_step_keeps_the_latest(two_runs):
+def test_a_later_batch_with_an_older_step_keeps_the_latest(two_runs, direct):
     client, _, (run, _) = two_runs
-    engine = sqlite_engine(client)
-    write_metrics(engine, {run: [("curves/train_loss", 0.1, 10, 5000)]})
-    write_metrics(engine, {run: [("curves/train_loss", 9.0, 2, 6000)]})
+    write_metrics(direct, {run: [("curves/train_loss", 0.1, 10, 5000)]})
+    write_metrics(direct, {run: [("curves/train_loss", 9.0, 2, 6000)]})
     assert client.get_run(run).data.metrics["curves/train_loss"] == 0.1
     assert [m.step for m in client.get_metric_history(run, "curves/train_loss")] == [10, 2]
 
 
-def test_many_runs_in_one_write(two_runs):
+def test_many_runs_in_one_write(two_runs, direct):
     client, _, runs = two_runs
-    write_metrics(sqlite_engine(client), {run: [("curves/train_loss", float(i), s, 1000) for s in range(1, 501)]
+    write_metrics(direct, {run: [("curves/train_loss", float(i), s, 1000) for s in range(1, 501)]
                                           for i, run in enumerate(runs)})
     for i, run in enumerate(runs):
         assert len(client.get_metric_history(run, "curves/train_loss")) == 500
@@ -76,8 +83,9 @@ def test_many_runs_in_one_write(two_runs):
 
 
 def test_the_tracker_writes_through_it_and_the_run_reads_back(store):
+    MlflowTracker(store, "bulk").open()  # creates the store: the next tracker writes it directly
     tracker = MlflowTracker(store, "bulk").open()
-    assert tracker.bulk is not None
+    assert tracker.direct is not None
     tracker.start("r", {"lr": 0.1}, {})
     tracker.log_metrics([("train_loss", 1.0 / s, s) for s in range(1, 2501)])  # over one flush's rows
     tracker.end("FINISHED")

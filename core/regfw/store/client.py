@@ -48,8 +48,6 @@ def write_ahead_log(client) -> None:
     A committed run survives a crash of the process; only a power cut can lose the last commits.
     WAL is recorded in the database file (once); NFS-mounted stores, where WAL does not work,
     keep the default because the switch is refused there and that refusal is ignored."""
-    from regfw.store.bulk import sqlite_engine
-
     engine = sqlite_engine(client)
     if engine is None or getattr(engine, "_regfw_tuned", False):
         return
@@ -66,6 +64,17 @@ def write_ahead_log(client) -> None:
             connection.exec_driver_sql("PRAGMA journal_mode=WAL")
     except Exception:  # noqa: BLE001 - another process holds the database: stay in the default mode
         pass
+
+
+def sqlite_engine(client):
+    """The SQLAlchemy engine behind ``client`` when its store is an MLflow SQL store on SQLite,
+    else None (MlflowClient keeps its store on ``_tracking_client``; if that ever moves, the
+    store simply keeps SQLite's default journal)."""
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    engine = getattr(store, "engine", None)
+    if engine is None or getattr(engine.dialect, "name", None) != "sqlite":
+        return None
+    return engine
 
 
 def experiment_id(client, uri: str, name: str) -> str:

@@ -1,7 +1,7 @@
 """Writing one run: the tracker interface every writer uses (runner, checkpoints, sweeps).
 
-``log_metric`` costs about 4 ms a call on SQLite; buffering and ``log_batch`` bring a metric to a
-fraction of that, so tracking stays cheap even for 500000-epoch runs. :class:`NullTracker`
+``log_metric`` costs about 4 ms a call on SQLite; buffered rows written in bulk
+(:mod:`regfw.store.bulk`) cost ~13 us each, so tracking stays cheap even for 500000-epoch runs. :class:`NullTracker`
 (``--no-track``) has the same interface and writes nothing; ``recording`` tells them apart.
 """
 
@@ -24,7 +24,10 @@ PARAMS_PER_BATCH = 100
 class MlflowTracker:
     """One MLflow run: params and tags up front, metrics buffered, status at the end.
 
-    ``extra_tags`` are added to the run when it starts (a sweep's child runs carry their parent's)."""
+    Written straight into the SQLite tables where :mod:`regfw.store.direct` can (an existing
+    store and experiment: no MLflow import at all), else through ``MlflowClient``, which is also
+    what creates a new store or experiment and resumes a run. ``extra_tags`` are added to the run
+    when it starts (a sweep's child runs carry their parent's)."""
 
     recording = True
 
@@ -32,58 +35,84 @@ class MlflowTracker:
         self.uri = uri
         self.experiment_name = experiment_name
         self.extra_tags = dict(extra_tags or {})
-        self.client = None
+        self.client = None  # MlflowClient, opened only when needed (self.mlflow())
+        self.direct = None  # regfw.store.direct.DirectStore, or None: everything through the client
         self.experiment_id = None
         self.run_id: str | None = None
         self._rows: list = []
         self._last_flush = time.monotonic()
-        self.bulk = None  # the SQLite engine metrics go to directly (regfw.store.bulk), or None: log_batch
         self.artifact_uri: str | None = None
 
     def open(self) -> "MlflowTracker":
         """Connect, creating the database and experiment if needed; fail in one line early."""
-        self.client = open_client(self.uri, create=True)
-        self.experiment_id = experiment_id(self.client, self.uri, self.experiment_name)
-        from regfw.store.bulk import sqlite_engine
+        from regfw.store.direct import DirectStore
+        from regfw.store.uri import check_experiment_name, check_reachable
 
-        self.bulk = sqlite_engine(self.client)
+        check_experiment_name(self.experiment_name)
+        check_reachable(self.uri, create=True)
+        self.direct = DirectStore.open(self.uri, self.experiment_name)
+        if self.direct is None:
+            self.mlflow()  # creates (or migrates, or refuses in one line) the store and the experiment
+            self.direct = DirectStore.open(self.uri, self.experiment_name)
+        if self.direct is not None:
+            self.experiment_id = self.direct.experiment_id
         return self
+
+    def mlflow(self):
+        """The ``MlflowClient`` on this store (opened on first use, with the experiment's id)."""
+        if self.client is None:
+            client = open_client(self.uri, create=True)
+            self.experiment_id = experiment_id(client, self.uri, self.experiment_name)
+            self.client = client
+        return self.client
 
     def share_from(self, other: "MlflowTracker") -> "MlflowTracker":
         """Use ``other``'s open connection (a sweep's bucket opens the store once for its runs)."""
-        self.client, self.experiment_id, self.bulk = other.client, other.experiment_id, other.bulk
+        self.client, self.experiment_id, self.direct = other.client, other.experiment_id, other.direct
         return self
 
     def start(self, run_name: str, params: dict, tags: dict) -> str:
         """Create the run with its tags and params."""
-        from mlflow.entities import Param as MlParam
+        from regfw.store.direct import RUN_NAME_TAG, acceptable
 
-        tags = dict(tags) | self.extra_tags
+        tags = {k: str(v) for k, v in (dict(tags) | self.extra_tags).items()}
+        texts = {k: param_text(v) for k, v in params.items()}
         try:
-            run = self.client.create_run(self.experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
-            self.run_id, self.artifact_uri = run.info.run_id, run.info.artifact_uri
-            items = [MlParam(k, param_text(v)) for k, v in params.items()]
-            for i in range(0, len(items), PARAMS_PER_BATCH):
-                self.client.log_batch(self.run_id, params=items[i:i + PARAMS_PER_BATCH])
+            if self.direct is not None and tags.get(RUN_NAME_TAG, run_name) == run_name and \
+                    acceptable(texts, tags | {RUN_NAME_TAG: run_name}):
+                self.run_id, self.artifact_uri = self.direct.create_run(run_name, tags, texts)
+            else:
+                self._start_through_mlflow(run_name, texts, tags)
         except Exception as exc:  # noqa: BLE001
             error = store_error(self.uri, exc)
             self.end_quietly("FAILED", str(error))  # created, then its params refused: not left RUNNING
             raise error from None
         return self.run_id
 
+    def _start_through_mlflow(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> None:
+        from mlflow.entities import Param as MlParam
+
+        client = self.mlflow()
+        run = client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        self.run_id, self.artifact_uri = run.info.run_id, run.info.artifact_uri
+        items = [MlParam(k, v) for k, v in params.items()]
+        for i in range(0, len(items), PARAMS_PER_BATCH):
+            client.log_batch(self.run_id, params=items[i:i + PARAMS_PER_BATCH])
+
     def attach(self, run_id: str, tags: dict, metrics=()) -> dict[str, int]:
         """Continue an existing run: RUNNING again, its failure reason gone, ``tags`` added.
         Returns the last step already logged for each of ``metrics``."""
+        client = self.mlflow()
         self.run_id = run_id
-        self.client.update_run(run_id, status="RUNNING")
-        run = self.client.get_run(run_id)
+        client.update_run(run_id, status="RUNNING")
+        run = client.get_run(run_id)
         self.artifact_uri = run.info.artifact_uri
         if T.FAILURE in run.data.tags:
-            self.client.delete_tag(run_id, T.FAILURE)
+            client.delete_tag(run_id, T.FAILURE)
         self.set_tags(tags)
         logged = {}
         for name in metrics:
-            points = self.client.get_metric_history(run_id, stored(name))
+            points = client.get_metric_history(run_id, stored(name))
             if points:
                 logged[name] = max(m.step for m in points)
         return logged
@@ -99,31 +128,42 @@ class MlflowTracker:
     def flush(self) -> None:
         """Write the buffer. A signal waits until the batch in flight is written (MLflow would
         otherwise wrap it in its own error); a batch that failed stays buffered for the next try."""
-        from mlflow.entities import Metric
-
         from regfw.interrupts import held
 
         self._last_flush = time.monotonic()
+        if not self._rows:
+            return
         with held() as signals:
-            if self.bulk is not None and self._rows:
+            if self.direct is not None:
                 from regfw.store.bulk import write_metrics
 
                 try:
-                    write_metrics(self.bulk, {self.run_id: self._rows})
+                    write_metrics(self.direct, {self.run_id: self._rows})
                     self._rows = []
                 except Exception:  # noqa: BLE001 - rolled back whole: MLflow's log_batch writes them, or says why not
-                    self.bulk = None
-            while self._rows:
-                rows = self._rows[:FLUSH_ROWS]
-                self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, s) for k, v, s, ts in rows])
-                del self._rows[:len(rows)]
+                    pass
+            if self._rows:
+                from mlflow.entities import Metric
+
+                client = self.mlflow()
+                while self._rows:
+                    rows = self._rows[:FLUSH_ROWS]
+                    client.log_batch(self.run_id, metrics=[Metric(k, v, ts, s) for k, v, s, ts in rows])
+                    del self._rows[:len(rows)]
         signals.deliver()
 
     def set_tags(self, tags: dict) -> None:
+        from regfw.store.direct import acceptable
+
+        if not tags:
+            return
+        tags = {k: str(v) for k, v in tags.items()}
+        if self.direct is not None and acceptable({}, tags):
+            self.direct.set_tags(self.run_id, tags)
+            return
         from mlflow.entities import RunTag
 
-        if tags:
-            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.mlflow().log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def artifact_folder(self) -> Path | None:
         """The run's artifact folder when it is on this machine (a SQLite store's ``file://``
@@ -138,30 +178,52 @@ class MlflowTracker:
         return Path(url2pathname(parsed.path))
 
     def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+        local = self.artifact_folder() if self.direct is not None else None
+        if local is None:
+            self.mlflow().log_artifacts(self.run_id, str(folder), artifact_path)
+            return
+        from regfw.store.direct import copy_folder_into
+
+        copy_folder_into(folder, local / artifact_path if artifact_path else local)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        local = self.artifact_folder() if self.direct is not None else None
+        if local is None:
+            self.mlflow().log_artifact(self.run_id, str(path), artifact_path)
+            return
+        from regfw.store.direct import copy_file_into
+
+        copy_file_into(path, local / artifact_path if artifact_path else local)
 
     def log_input(self, source: dict, context: str = "train") -> None:
         """A dataset input (``Data.source``): fills the Dataset column of MLflow's UI."""
+        from regfw.store.direct import dataset_fits
+
+        dataset = {"name": str(source["name"]), "digest": str(source["digest"])[:36],
+                   "source_type": str(source.get("source_type", "local")),
+                   "source": json.dumps({"uri": str(source.get("source", ""))}),
+                   "schema": json.dumps(source["schema"]) if source.get("schema") else None,
+                   "profile": json.dumps(source["profile"]) if source.get("profile") else None}
+        input_tags = {"mlflow.data.context": context}
+        if self.direct is not None and dataset_fits(dataset, input_tags):
+            self.direct.log_input(self.run_id, dataset, input_tags)
+            return
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        dataset = Dataset(name=str(source["name"]), digest=str(source["digest"])[:36],
-                          source_type=str(source.get("source_type", "local")),
-                          source=json.dumps({"uri": str(source.get("source", ""))}),
-                          schema=json.dumps(source["schema"]) if source.get("schema") else None,
-                          profile=json.dumps(source["profile"]) if source.get("profile") else None)
-        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+        self.mlflow().log_inputs(self.run_id, [DatasetInput(Dataset(**dataset),
+                                                            [InputTag(k, v) for k, v in input_tags.items()])])
 
     def end(self, status: str) -> None:
         self.flush()
-        self.client.set_terminated(self.run_id, status=status)
+        if self.direct is not None:
+            self.direct.terminate(self.run_id, status)
+        else:
+            self.mlflow().set_terminated(self.run_id, status=status)
 
     def end_quietly(self, status: str, reason: str | None = None) -> None:
         """A run created before its process was stopped must not stay RUNNING in the store; a
         FAILED or KILLED one carries its reason like every other (``regfw.failure``)."""
-        if self.run_id is None or self.client is None:
+        if self.run_id is None or (self.client is None and self.direct is None):
             return
         default = {"KILLED": "interrupted", "FAILED": "failed while the run was being set up"}.get(status)
         try:

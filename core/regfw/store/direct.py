@@ -1,0 +1,237 @@
+"""A run written into an existing MLflow SQLite store with the standard library's ``sqlite3``.
+
+Why: to write one run through MLflow, a process imports ``mlflow`` and its SQL store (SQLAlchemy,
+alembic, the model registry's tables): about 2 CPU seconds here, as much as importing torch, and
+more than a small run's training. A sweep point then pays ~25-40 ms of ORM work per run record.
+Here the same rows go into the same tables with a handful of statements and no MLflow import: a
+run's record costs about a millisecond and ``regfw run`` imports MLflow only where it needs it
+(creating a store or an experiment, resuming a run, reading runs back).
+
+Used only where it is certain to write what MLflow would:
+
+- a SQLite store that exists and whose schema is the one the installed MLflow creates: its
+  ``alembic_version`` is the head of the migrations shipped with that MLflow (read from the
+  package's files, without importing it); an older or newer store goes through MLflow, which
+  refuses or migrates it as it always did;
+- an experiment that exists, is active, was made by regfw and keeps its artifacts in a local
+  folder; MLflow's workspaces off (``MLFLOW_ENABLE_WORKSPACES``/``MLFLOW_WORKSPACE`` unset);
+- params and tags that pass MLflow's own name and length rules (:func:`acceptable`); anything else
+  is logged through MLflow, which accepts, truncates or refuses it in its own words.
+
+What is written follows MLflow's ``SqlAlchemyStore`` (``create_run``, ``log_batch``'s params and
+tags, ``log_inputs``, ``update_run_info``) and ``MlflowClient.create_run`` (user from the
+``mlflow.user`` tag, ``mlflow.runName`` tag added). tests/test_direct_store.py writes runs both ways
+into one store and requires every view of MLflow's API to agree, so a new MLflow that changes any
+of this fails there first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import posixpath
+import re
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+
+RUN_NAME_TAG = "mlflow.runName"
+USER_TAG = "mlflow.user"
+MAX_KEY = 250  # MLflow's MAX_ENTITY_KEY_LENGTH
+MAX_PARAM_VALUE = 6000
+MAX_TAG_VALUE = 8000
+MAX_RUN_NAME = 250  # the runs.name column
+NAME_CHARACTERS = re.compile(r"^[/\w.\- :]*$")  # MLflow's rule for param, metric and tag names (POSIX)
+DEFAULT_WORKSPACE = "default"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _name_ok(name) -> bool:
+    """MLflow's ``_validate_param_name``/``_validate_tag_name``: its characters, and a name that
+    does not resolve to another when read as a path."""
+    if not isinstance(name, str) or not name or len(name) > MAX_KEY or not NAME_CHARACTERS.match(name):
+        return False
+    norm = posixpath.normpath(name)
+    return norm == name and norm != "." and not norm.startswith("..") and not norm.startswith("/")
+
+
+def acceptable(params: dict[str, str], tags: dict[str, str]) -> bool:
+    """Whether MLflow would take these params and tags as they are (no truncation, no refusal)."""
+    return (all(_name_ok(k) and len(v) <= MAX_PARAM_VALUE for k, v in params.items())
+            and all(_name_ok(k) and len(v) <= MAX_TAG_VALUE for k, v in tags.items())
+            and len(tags.get(RUN_NAME_TAG, "")) <= MAX_RUN_NAME)
+
+
+@functools.cache
+def migration_heads() -> frozenset[str]:
+    """The head revisions of the schema migrations shipped with the installed MLflow, read from
+    its files (importing the package would cost the second this module saves)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    versions = Path(next(iter(spec.submodule_search_locations))) / "store" / "db_migrations" / "versions"
+    revisions, parents = set(), set()
+    for file in versions.glob("*.py"):
+        text = file.read_text(encoding="utf-8", errors="replace")
+        found = re.search(r"^revision\s*=\s*['\"](\w+)['\"]", text, re.M)
+        if found:
+            revisions.add(found.group(1))
+        down = re.search(r"^down_revision\s*=\s*(.+)$", text, re.M)
+        if down:
+            parents.update(re.findall(r"['\"](\w+)['\"]", down.group(1)))
+    return frozenset(revisions - parents)
+
+
+class DirectStore:
+    """One open SQLite connection and the experiment its runs are filed under."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, experiment_id: str, artifact_location: str):
+        self.path = path
+        self.connection = connection
+        self.experiment_id = experiment_id
+        self.artifact_location = artifact_location.rstrip("/")
+
+    @classmethod
+    def open(cls, uri: str, experiment_name: str) -> "DirectStore | None":
+        """The store opened for direct writes, or None where MLflow must do them (see the module)."""
+        from regfw.store import tags as T
+        from regfw.store.uri import sqlite_path
+
+        path = sqlite_path(uri)
+        if path is None or not path.is_file() or os.environ.get("MLFLOW_WORKSPACE") or \
+                os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").strip().lower() in ("true", "1"):
+            return None
+        try:
+            connection = sqlite3.connect(path, timeout=20.0, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            return None
+        try:
+            connection.execute("PRAGMA synchronous=NORMAL")  # WAL mode is set once, by store.client
+            heads = migration_heads()
+            version = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+            if len(heads) != 1 or [row[0] for row in version] != list(heads):
+                raise LookupError("schema")
+            found = connection.execute(
+                "SELECT experiment_id, lifecycle_stage, artifact_location FROM experiments "
+                "WHERE name = ? AND workspace = ?", (experiment_name, DEFAULT_WORKSPACE)).fetchone()
+            if found is None or found[1] != "active" or not str(found[2] or "").startswith("file:///"):
+                raise LookupError("experiment")
+            kind = connection.execute("SELECT value FROM experiment_tags WHERE experiment_id = ? AND key = ?",
+                                      (found[0], T.EXPERIMENT_KIND)).fetchone()
+            if kind is None:
+                raise LookupError("experiment kind")
+        except (sqlite3.Error, LookupError):
+            connection.close()
+            return None
+        return cls(path, connection, str(found[0]), found[2])
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """One write transaction (taken at once: a writer waits for another's to end, up to the
+        connection's timeout, rather than failing half-way)."""
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.connection
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+        self.connection.execute("COMMIT")
+
+    def create_run(self, run_name: str, tags: dict[str, str], params: dict[str, str]) -> tuple[str, str]:
+        """A RUNNING run with its tags and params, as ``MlflowClient.create_run`` then
+        ``log_batch(params=...)`` make it; returns its id and artifact URI."""
+        run_id = uuid.uuid4().hex
+        artifact_uri = f"{self.artifact_location}/{run_id}/artifacts"
+        tags = dict(tags)
+        run_name = run_name or tags.get(RUN_NAME_TAG) or run_id
+        tags.setdefault(RUN_NAME_TAG, run_name)
+        with self.transaction() as db:
+            db.execute("INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, "
+                       "start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id, deleted_time) "
+                       "VALUES (?, ?, 'UNKNOWN', '', '', ?, 'RUNNING', ?, NULL, '', 'active', ?, ?, NULL)",
+                       (run_id, run_name, tags.get(USER_TAG, "unknown"), now_ms(), artifact_uri, int(self.experiment_id)))
+            db.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+                           [(k, v, run_id) for k, v in tags.items()])
+            db.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)",
+                           [(k, v, run_id) for k, v in params.items()])
+        return run_id, artifact_uri
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Tags set or replaced; a new ``mlflow.runName`` renames the run, as MLflow's ``set_tag`` does."""
+        with self.transaction() as db:
+            db.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?) "
+                           "ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value",
+                           [(k, v, run_id) for k, v in tags.items()])
+            if RUN_NAME_TAG in tags:
+                db.execute("UPDATE runs SET name = ? WHERE run_uuid = ?", (tags[RUN_NAME_TAG], run_id))
+
+    def log_input(self, run_id: str, dataset: dict, input_tags: dict[str, str]) -> None:
+        """A dataset input, as ``log_inputs``: the experiment's dataset row is shared by every run
+        that used the same (name, digest); one input edge per run and dataset, with its tags."""
+        with self.transaction() as db:
+            found = db.execute("SELECT dataset_uuid FROM datasets WHERE experiment_id = ? AND name = ? AND digest = ?",
+                               (int(self.experiment_id), dataset["name"], dataset["digest"])).fetchone()
+            if found is None:
+                dataset_uuid = uuid.uuid4().hex
+                db.execute("INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, dataset_source_type, "
+                           "dataset_source, dataset_schema, dataset_profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (dataset_uuid, int(self.experiment_id), dataset["name"], dataset["digest"],
+                            dataset["source_type"], dataset["source"], dataset["schema"], dataset["profile"]))
+            else:
+                dataset_uuid = found[0]
+            exists = db.execute("SELECT 1 FROM inputs WHERE source_type = 'DATASET' AND source_id = ? AND "
+                                "destination_type = 'RUN' AND destination_id = ?", (dataset_uuid, run_id)).fetchone()
+            if exists is None:
+                input_uuid = uuid.uuid4().hex
+                db.execute("INSERT INTO inputs (input_uuid, source_type, source_id, destination_type, destination_id) "
+                           "VALUES (?, 'DATASET', ?, 'RUN', ?)", (input_uuid, dataset_uuid, run_id))
+                db.executemany("INSERT INTO input_tags (input_uuid, name, value) VALUES (?, ?, ?)",
+                               [(input_uuid, k, v) for k, v in input_tags.items()])
+
+    def terminate(self, run_id: str, status: str) -> None:
+        """The run's final status and end time, as ``set_terminated``."""
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?", (status, now_ms(), run_id))
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def copy_folder_into(folder: str | Path, destination: Path) -> None:
+    """A local run's ``log_artifacts``: the folder's files copied in, without their permissions
+    (as MLflow's local artifact repository copies them)."""
+    import shutil
+
+    destination.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(folder, destination, dirs_exist_ok=True, copy_function=shutil.copyfile)
+
+
+def copy_file_into(path: str | Path, destination: Path) -> None:
+    """A local run's ``log_artifact``: written beside its final name, then renamed, so a reader
+    (``regfw resume`` loading a checkpoint) never sees half a file."""
+    import shutil
+
+    path = Path(path)
+    destination.mkdir(parents=True, exist_ok=True)
+    target = destination / path.name
+    partial = destination / f".{path.name}.{os.getpid()}.partial"
+    shutil.copyfile(path, partial)
+    shutil.copystat(path, partial)
+    os.replace(partial, target)
+
+
+MAX_DATASET = {"name": 500, "digest": 36, "source_type": 36, "source": 65535, "schema": 1048575, "profile": 16777215}
+MAX_INPUT_TAG = (255, 500)  # input_tags' name and value columns
+
+
+def dataset_fits(dataset: dict, input_tags: dict[str, str]) -> bool:
+    """Whether MLflow's ``log_inputs`` would take this dataset input as it is."""
+    return (all(dataset[k] is None or len(dataset[k]) <= limit for k, limit in MAX_DATASET.items())
+            and all(len(k) <= MAX_INPUT_TAG[0] and len(v) <= MAX_INPUT_TAG[1] for k, v in input_tags.items()))
