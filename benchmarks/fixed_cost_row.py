@@ -9,8 +9,12 @@
    every round. Why: on a shared machine the speed of a CPU drifts by ±15% within minutes (other
    tenants on its sibling hyperthread); one after the other, a 25 s process and its partner saw
    different machines, and the ratio of the same two commands ranged 1.01-1.57 between rounds.
-   Side by side at once, both see the same minute; swapping cancels a slower CPU.
-The one-epoch pair alternates (A B, B A, ...) like every other row.
+   Side by side at once, both see the same minute; swapping cancels a slower CPU. Even so, two
+   identical commands run this way differed by up to ±9% in a round here.
+3. The same two commands at one epoch, alternating: CPU seconds. Their difference is what tracking
+   adds besides the training loop (store, run record, metric rows, artifacts), which bounds the
+   part of (2)'s ratio that is not noise.
+The one-epoch pairs alternate (A B, B A, ...) like every other row.
 """
 
 from __future__ import annotations
@@ -105,10 +109,17 @@ def row_fixed_cost(args, tmp, regfw, alternate, Row) -> list:
                 target={"regfw run linear --epochs 1": ("<=", 1.3, "ratio")})]
     print(f"row 11: quadratic-param {epochs} epochs, tracking on / --no-track", flush=True)
     _child(tracked[:4] + ["10"] + tracked[5:], env)  # the experiment exists: the row measures runs on it
+    # What tracking adds besides the training loop, at one epoch (alternating): the part of the
+    # long pair's ratio that is not noise is this over the long run's training time.
+    short = {"--no-track": untracked[:4] + ["1"] + untracked[5:], "tracking on": tracked[:4] + ["1"] + tracked[5:]}
+    fixed = alternate(args.pairs, {name: (lambda c=command: _child(c, env)[0]) for name, command in short.items()},
+                      "tracking, 1 epoch")
     walls, cpus = side_by_side(args.pairs + args.pairs % 2, {"--no-track": untracked, "tracking on": tracked}, env,
                                "tracking (at once, CPUs swapped every round)")
     rows.append(Row(11, f"wall seconds of a whole quadratic-param process, {epochs} epochs: tracking on / --no-track "
                     "(both at once, one CPU each, swapped every round)",
                     "--no-track", walls, target={"tracking on": ("<=", 1.05, "ratio")}))
     rows.append(Row(11, "the same processes' CPU seconds", "--no-track", cpus))
+    rows.append(Row(11, "CPU seconds of a 1-epoch quadratic-param process: tracking on / --no-track (alternating; "
+                    "the difference is tracking's fixed cost)", "--no-track", fixed))
     return rows
