@@ -155,6 +155,12 @@ def _finite(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[float, float
 
 def _segments(xs: Sequence[float], ys: Sequence[float]) -> list[list[tuple[float, float]]]:
     """A line's finite runs: a NaN or inf breaks the line rather than being joined across."""
+    try:  # the usual case, a curve of plain finite floats within range, in one pass without per-point calls
+        if all(-LIMIT <= v <= LIMIT for v in xs) and all(-LIMIT <= v <= LIMIT for v in ys):
+            points = list(zip(map(float, xs), map(float, ys)))
+            return [points] if points else []
+    except TypeError:  # something that is not a number: point by point below
+        pass
     segs, current = [], []
     for x, y in zip(xs, ys):
         if _ok(x) and _ok(y):
@@ -187,9 +193,13 @@ def _thin(points: list, most: int) -> list:
 def _along(points: list) -> list:
     """Points every few pixels along a line, so a legend is not put across a long straight stretch."""
     out = points[:1]
+    hypot = math.hypot
     for (a, b), (c, d) in zip(points, points[1:]):
-        n = min(200, int(math.hypot(c - a, d - b) / 6) + 1)
-        out += [(a + (c - a) * k / n, b + (d - b) * k / n) for k in range(1, n + 1)]
+        n = min(200, int(hypot(c - a, d - b) / 6) + 1)
+        if n == 1:  # a step under 6 px (most of a long curve's): its end point is enough
+            out.append((c, d))
+        else:
+            out += [(a + (c - a) * k / n, b + (d - b) * k / n) for k in range(1, n + 1)]
     return out
 
 
