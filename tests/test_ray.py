@@ -30,7 +30,8 @@ REGFW = str(Path(sys.executable).with_name("regfw"))
 RAY = str(Path(sys.executable).with_name("ray"))
 STARTUP_SECONDS = 180
 pytestmark = pytest.mark.xdist_group("ray")  # one cluster per test session's worker, not one in each
-LONG = ["--epochs", "1000000", "--log-every", "20"]  # a point that runs until it is stopped
+LONG = ["--epochs", "100000000", "--log-every", "20"]  # runs until stopped: ~2 h at ~80 us an epoch (1000000 epochs
+# took ~80 s, and once a point finished before the test sent Ctrl-C on a loaded machine)
 
 
 def free_port() -> int:
