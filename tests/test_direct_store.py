@@ -160,3 +160,21 @@ def test_a_run_on_an_existing_store_does_not_import_mlflow(tmp_path, store):
     runs = open_client(store).search_runs([open_client(store).get_experiment_by_name("linear").experiment_id])
     assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
     assert {r.data.params["train.epochs"] for r in runs} == {"2"}
+
+
+def test_a_dataset_input_mlflow_would_refuse_goes_through_mlflow(store):
+    """A dataset name over MLflow's 500 characters: refused the same way on both paths."""
+    outcomes = []
+    for direct in (True, False):
+        tracker = MlflowTracker(store, "direct").open()
+        if not direct:
+            tracker.mlflow()
+            tracker.direct = None
+        tracker.start("r", {}, {})
+        try:
+            tracker.log_input(SOURCE | {"name": "d" * 600})
+            outcomes.append("ok")
+        except Exception as exc:  # noqa: BLE001 - the error's text is what is compared
+            outcomes.append(str(exc).replace(tracker.run_id, "RUN"))
+        tracker.end("FINISHED")
+    assert outcomes[0] == outcomes[1] and outcomes[0] != "ok"

@@ -15,8 +15,12 @@ Used only where it is certain to write what MLflow would:
   refuses or migrates it as it always did;
 - an experiment that exists, is active, was made by regfw and keeps its artifacts in a local
   folder; MLflow's workspaces off (``MLFLOW_ENABLE_WORKSPACES``/``MLFLOW_WORKSPACE`` unset);
-- params and tags that pass MLflow's own name and length rules (:func:`acceptable`); anything else
-  is logged through MLflow, which accepts, truncates or refuses it in its own words.
+- params and tags that pass MLflow's own name and length rules (:func:`acceptable`), dataset
+  inputs within its column sizes (:func:`dataset_fits`); anything else is logged through MLflow,
+  which accepts, truncates or refuses it in its own words.
+
+A local run's artifacts are copied into its folder as MLflow's local artifact repository copies
+them (:func:`copy_folder_into`, :func:`copy_file_into`).
 
 What is written follows MLflow's ``SqlAlchemyStore`` (``create_run``, ``log_batch``'s params and
 tags, ``log_inputs``, ``update_run_info``) and ``MlflowClient.create_run`` (user from the
@@ -67,10 +71,20 @@ def acceptable(params: dict[str, str], tags: dict[str, str]) -> bool:
             and len(tags.get(RUN_NAME_TAG, "")) <= MAX_RUN_NAME)
 
 
+MAX_DATASET = {"name": 500, "digest": 36, "source_type": 36, "source": 65535, "schema": 1048575, "profile": 16777215}
+MAX_INPUT_TAG = (255, 500)  # input_tags' name and value columns
+
+
+def dataset_fits(dataset: dict, input_tags: dict[str, str]) -> bool:
+    """Whether MLflow's ``log_inputs`` would take this dataset input as it is."""
+    return (all(dataset[k] is None or len(dataset[k]) <= limit for k, limit in MAX_DATASET.items())
+            and all(len(k) <= MAX_INPUT_TAG[0] and len(v) <= MAX_INPUT_TAG[1] for k, v in input_tags.items()))
+
+
 @functools.cache
 def migration_heads() -> frozenset[str]:
     """The head revisions of the schema migrations shipped with the installed MLflow, read from
-    its files (importing the package would cost the second this module saves)."""
+    its files (importing the package would cost the two seconds this module saves)."""
     import importlib.util
 
     spec = importlib.util.find_spec("mlflow")
@@ -226,12 +240,3 @@ def copy_file_into(path: str | Path, destination: Path) -> None:
     shutil.copystat(path, partial)
     os.replace(partial, target)
 
-
-MAX_DATASET = {"name": 500, "digest": 36, "source_type": 36, "source": 65535, "schema": 1048575, "profile": 16777215}
-MAX_INPUT_TAG = (255, 500)  # input_tags' name and value columns
-
-
-def dataset_fits(dataset: dict, input_tags: dict[str, str]) -> bool:
-    """Whether MLflow's ``log_inputs`` would take this dataset input as it is."""
-    return (all(dataset[k] is None or len(dataset[k]) <= limit for k, limit in MAX_DATASET.items())
-            and all(len(k) <= MAX_INPUT_TAG[0] and len(v) <= MAX_INPUT_TAG[1] for k, v in input_tags.items()))
