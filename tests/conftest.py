@@ -48,6 +48,28 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
+_LOADED = textwrap.dedent("""
+    import sys
+    from regfw.cli import main
+    try:
+        main(sys.argv[2:])
+    except SystemExit as exc:
+        code = exc.code
+    print("loaded:", sys.argv[1] in sys.modules)
+    sys.exit(code)
+""")
+
+
+def regfw_importing(module: str, args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, bool]:
+    """A real ``regfw ARGS`` process, and whether it imported ``module`` (e.g. ``mlflow``):
+    what a command's start-up costs is checked on the process a user runs."""
+    result = subprocess.run([sys.executable, "-c", _LOADED, module, *map(str, args)], capture_output=True,
+                            text=True, cwd=cwd, timeout=300)
+    lines = result.stdout.strip().splitlines()
+    assert lines and lines[-1].startswith("loaded: "), result.stdout + result.stderr
+    return result, lines[-1] == "loaded: True"
+
+
 def stop_session(proc, grace: float = 20) -> None:
     """End the session a service leads (started with start_new_session=True): the service and every
     process it started, by the group this test created — SIGTERM, then SIGKILL."""

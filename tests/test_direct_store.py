@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
-import textwrap
 
 import pytest
 
@@ -21,12 +19,21 @@ from regfw.store.direct import DirectStore, migration_heads
 from regfw.store.tracker import MlflowTracker
 from regfw.store.uri import sqlite_path
 
-from conftest import REGFW
+from conftest import REGFW, regfw_importing
 
 PARAMS = {"train.lr": 0.05, "model.hidden": [8, 4], "seed": 0, "empty": [], "none": None}
 TAGS = {"regfw.experiment": "linear", "mlflow.user": "someone", "regfw.seed": 0}
 SOURCE = {"name": "linear-1d", "digest": "0123456789abcdef0123456789abcdef0123456789", "source_type": "generated",
           "source": "regfw://linear", "schema": {"x": [70, 1]}, "profile": {"rows": 70}}
+
+
+def _tracker(store: str, direct: bool = True) -> MlflowTracker:
+    """An open tracker on the "direct" experiment; ``direct=False``: everything through MLflow."""
+    tracker = MlflowTracker(store, "direct").open()
+    if not direct:
+        tracker.mlflow()
+        tracker.direct = None
+    return tracker
 
 
 def _write(tracker: MlflowTracker, tmp_path) -> str:
@@ -36,7 +43,7 @@ def _write(tracker: MlflowTracker, tmp_path) -> str:
     tracker.log_metrics([("train_loss", 1.0 / s, s) for s in range(1, 1501)] + [("final_train_loss", 0.25, 0)])
     tracker.set_tags({"regfw.epochs_done": 1500, "regfw.failure": "x" * 4000})
     tracker.set_tags({"regfw.epochs_done": 1501, "mlflow.runName": "renamed"})
-    folder = tmp_path / f"files-{id(tracker)}"
+    folder = tmp_path / f"files-{tracker.run_id}"
     (folder / "sub").mkdir(parents=True)
     (folder / "config.yaml").write_text("seed: 0\n")
     (folder / "sub" / "fit.svg").write_text("<svg/>")
@@ -65,11 +72,8 @@ def _view(client, run_id):
 
 
 def test_a_run_written_directly_reads_back_as_one_written_by_mlflow(store, tmp_path):
-    through_mlflow = MlflowTracker(store, "direct").open()
-    through_mlflow.mlflow()
-    through_mlflow.direct = None
-    by_mlflow = _write(through_mlflow, tmp_path)
-    direct = MlflowTracker(store, "direct").open()
+    by_mlflow = _write(_tracker(store, direct=False), tmp_path)
+    direct = _tracker(store)
     assert direct.direct is not None and direct.client is None
     by_direct = _write(direct, tmp_path)
 
@@ -121,10 +125,7 @@ def test_what_mlflow_would_refuse_or_change_goes_through_mlflow(store, params, t
     """The same call through the direct path and through MLflow alone ends the same way."""
     outcomes = []
     for direct in (True, False):
-        tracker = MlflowTracker(store, "direct").open()
-        if not direct:
-            tracker.mlflow()
-            tracker.direct = None
+        tracker = _tracker(store, direct)
         try:
             tracker.start("r", params, tags)
             tracker.end("FINISHED")
@@ -135,28 +136,14 @@ def test_what_mlflow_would_refuse_or_change_goes_through_mlflow(store, params, t
     assert outcomes[0] == outcomes[1]
 
 
-WRAPPER = textwrap.dedent("""
-    import sys
-    from regfw.cli import main
-    try:
-        main(sys.argv[1:])
-    except SystemExit as exc:
-        code = exc.code
-    print("mlflow loaded:", "mlflow" in sys.modules)
-    sys.exit(code)
-""")
-
-
 @pytest.mark.slow
 def test_a_run_on_an_existing_store_does_not_import_mlflow(tmp_path, store):
     """A real process: importing MLflow and its SQL store cost more CPU than importing torch."""
-    script = tmp_path / "wrapper.py"
-    script.write_text(WRAPPER)
-    command = [sys.executable, str(script), "run", "linear", "--epochs", "2", "--tracking-uri", store, "-q"]
-    first = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert first.returncode == 0 and "mlflow loaded: True" in first.stdout, first.stderr  # it created the store
-    second = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert second.returncode == 0 and "mlflow loaded: False" in second.stdout, second.stderr
+    command = ["run", "linear", "--epochs", "2", "--tracking-uri", store, "-q"]
+    first, loaded = regfw_importing("mlflow", command, tmp_path)
+    assert first.returncode == 0 and loaded, first.stderr  # it created the store
+    second, loaded = regfw_importing("mlflow", command, tmp_path)
+    assert second.returncode == 0 and not loaded, second.stderr
     runs = open_client(store).search_runs([open_client(store).get_experiment_by_name("linear").experiment_id])
     assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
     assert {r.data.params["train.epochs"] for r in runs} == {"2"}
@@ -166,10 +153,7 @@ def test_a_dataset_input_mlflow_would_refuse_goes_through_mlflow(store):
     """A dataset name over MLflow's 500 characters: refused the same way on both paths."""
     outcomes = []
     for direct in (True, False):
-        tracker = MlflowTracker(store, "direct").open()
-        if not direct:
-            tracker.mlflow()
-            tracker.direct = None
+        tracker = _tracker(store, direct)
         tracker.start("r", {}, {})
         try:
             tracker.log_input(SOURCE | {"name": "d" * 600})

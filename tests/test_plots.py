@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-import sys
-import textwrap
 import xml.etree.ElementTree as ET
 
 import pytest
 import torch
 
 from regfw import plots
+
+from conftest import regfw_importing
 
 NS = "{http://www.w3.org/2000/svg}"
 
@@ -126,29 +125,15 @@ def test_fit_draws_every_data_point_and_the_model_over_200_points(tmp_path):
     assert _linear_in(x_ticks, float) and _linear_in(_texts(root, "ytick"), float)
 
 
-WRAPPER = textwrap.dedent("""
-    import sys
-    from regfw.cli import main
-    try:
-        main(sys.argv[1:])
-    except SystemExit as exc:
-        code = exc.code
-    print("matplotlib loaded:", "matplotlib" in sys.modules)
-    sys.exit(code)
-""")
-
-
 @pytest.mark.slow
 def test_a_plain_run_writes_svg_charts_without_importing_matplotlib(tmp_path, store):
     """A real process, a real store: matplotlib's import alone cost more than a short run."""
     from mlflow import MlflowClient
 
-    script = tmp_path / "wrapper.py"
-    script.write_text(WRAPPER)
-    result = subprocess.run([sys.executable, str(script), "run", "linear", "--epochs", "2", "--tracking-uri", store,
-                             "-q"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    result, loaded = regfw_importing("matplotlib", ["run", "linear", "--epochs", "2", "--tracking-uri", store, "-q"],
+                                     tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "matplotlib loaded: False"
+    assert not loaded
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("linear").experiment_id])
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
