@@ -62,15 +62,14 @@ def _budget(device) -> int:
 
 
 def point_bytes(state, shared_data: bool) -> int:
-    """A point's share of a bucket's memory: its data (unless every point has the same), its
-    shuffled copy, and parameters with gradients and optimizer state. Activations are not counted."""
+    """A point's share of a bucket's memory: its data (unless every point has the same) and
+    parameters with gradients and optimizer state. Shuffled batches are gathered one at a time
+    and, like activations, not counted."""
     data = [t for t in (state.data.x_train, state.data.y_train, state.data.x_test, state.data.y_test) if t is not None]
     data_bytes = sum(t.numel() * t.element_size() for t in data)
-    train_bytes = sum(t.numel() * t.element_size() for t in data[:2])
-    shuffled = state.config.train["shuffle"] and state.config.train["batch_size"] != "full"
     params = sum(p.numel() * p.element_size() for p in state.model.parameters())
     # Not shared: each point's own tensors stay alive (summaries and artifacts read them) beside the stacked copy.
-    return (0 if shared_data else 2 * data_bytes) + (train_bytes if shuffled else 0) + STATE_COPIES * params
+    return (0 if shared_data else 2 * data_bytes) + STATE_COPIES * params
 
 
 def probe_group(config, registry) -> tuple[str | None, object]:

@@ -148,10 +148,14 @@ def stack_states(states: list) -> Stack:
     import torch
     from torch.func import stack_module_state
 
+    from regfw.vectorize import direct
+
     models = [s.model for s in states]
     params, buffers = stack_module_state(models)
     names = [name for name, _ in models[0].named_parameters()]
-    leaves = [params[name].detach().requires_grad_(True) for name in names]
+    transposed = direct.transposed_weights(models[0])
+    leaves = [(params[name].transpose(1, 2).contiguous().transpose(1, 2) if name in transposed else params[name])
+              .detach().requires_grad_(True) for name in names]
     buffers = {k: v.detach() for k, v in buffers.items()}
     base = copy.deepcopy(models[0]).to("meta").train()
     data = [s.data for s in states]
