@@ -177,23 +177,30 @@ class MlflowTracker:
             return None
         return Path(url2pathname(parsed.path))
 
-    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+    def _copy_destination(self, artifact_path: str | None) -> Path | None:
+        """Where an artifact is copied without MLflow (a direct run's folder on this machine), or None."""
         local = self.artifact_folder() if self.direct is not None else None
         if local is None:
+            return None
+        return local / artifact_path if artifact_path else local
+
+    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        destination = self._copy_destination(artifact_path)
+        if destination is None:
             self.mlflow().log_artifacts(self.run_id, str(folder), artifact_path)
             return
         from regfw.store.direct import copy_folder_into
 
-        copy_folder_into(folder, local / artifact_path if artifact_path else local)
+        copy_folder_into(folder, destination)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        local = self.artifact_folder() if self.direct is not None else None
-        if local is None:
+        destination = self._copy_destination(artifact_path)
+        if destination is None:
             self.mlflow().log_artifact(self.run_id, str(path), artifact_path)
             return
         from regfw.store.direct import copy_file_into
 
-        copy_file_into(path, local / artifact_path if artifact_path else local)
+        copy_file_into(path, destination)
 
     def log_input(self, source: dict, context: str = "train") -> None:
         """A dataset input (``Data.source``): fills the Dataset column of MLflow's UI."""

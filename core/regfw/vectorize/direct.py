@@ -29,10 +29,10 @@ def _linear_forward(self, x):
     """nn.Linear with weight (N, out, in) and bias (N, out) on x (N, ..., in)."""
     import torch
 
+    if x.dim() == 3 and self.weight.shape[1] * self.weight.shape[2] >= OWN_BACKWARD_FROM:
+        return _stacked_linear().apply(x, self.weight, self.bias)
     weight = self.weight.transpose(1, 2)
     if x.dim() == 3:
-        if self.weight.shape[1] * self.weight.shape[2] >= OWN_BACKWARD_FROM:
-            return _stacked_linear().apply(x, self.weight, self.bias)
         return torch.bmm(x, weight) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), x, weight)
     out = torch.matmul(x.reshape(x.shape[0], -1, x.shape[-1]), weight).reshape(*x.shape[:-1], weight.shape[-1])
     if self.bias is not None:
@@ -77,6 +77,13 @@ def _stacked_linear():
     return StackedLinear
 
 
+def _plain_linear(module) -> bool:
+    """An nn.Linear (a subclass too) computing nn.Linear's own forward: one that has a per-point form."""
+    from torch import nn
+
+    return isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward
+
+
 def transposed_weights(model) -> set:
     """Names of the weights whose stacked copy is best kept as (N, in, out) in memory (shape still
     (N, out, in)): the nn.Linear layers that take regfw's own backward. The forward then multiplies
@@ -85,22 +92,17 @@ def transposed_weights(model) -> set:
     for mlp-regression's 500x256 layer stacked 32 times (250 against 105 us a point). Chosen
     before the first forward: a model that then keeps vmap keeps this layout too (the same values;
     its optimizer reads vmap's gradients strided, as every stacked wide layer did before)."""
-    from torch import nn
-
     return {f"{name}.weight" if name else "weight" for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward
-            and module.in_features * module.out_features >= OWN_BACKWARD_FROM}
+            if _plain_linear(module) and module.in_features * module.out_features >= OWN_BACKWARD_FROM}
 
 
 def template(model):
     """A meta-device copy of ``model`` whose nn.Linear layers multiply per point, or None when it
     holds another torch layer with parameters (convolutions, recurrent layers, norms, embeddings:
     they have no per-point form here, so vmap stays)."""
-    from torch import nn
-
     base = copy.deepcopy(model).to("meta")
     for module in base.modules():
-        if isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward:  # subclasses too
+        if _plain_linear(module):
             module.forward = types.MethodType(_linear_forward, module)
         elif module._parameters and type(module).__module__.startswith("torch.nn"):
             return None
