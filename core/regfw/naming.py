@@ -30,7 +30,11 @@ def _baseline(registry, config, cache: dict) -> dict:
     swaps = tuple((part, getattr(config, part).name) for part in PARTS)
     key = (config.experiment, swaps)
     if key not in cache:
-        plain = resolve(registry, config.experiment).flat_params()
+        # A part the experiment leaves ambiguous (two other plugins share its name) is whatever the
+        # user chose; its name is then compared with the experiment's ambiguous one, so it is named.
+        ambiguous = registry.ambiguous_parts(registry.get("experiment", config.experiment))
+        plain = resolve(registry, config.experiment, swaps={part: getattr(config, part).name for part in ambiguous})
+        plain = plain.flat_params() | ambiguous
         try:
             swapped = resolve(registry, config.experiment, swaps=dict(swaps)).flat_params()
         except RegfwError:  # a component that cannot start from its own defaults: compare with the plain run

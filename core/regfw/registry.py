@@ -3,8 +3,10 @@
 Listing reads only the metadata here, so ``regfw list`` costs nothing however heavy the
 components are. A name registered by two plugins is a clash that affects that name only: neither
 wins silently, each is kept under its qualified name (``torch:mse``, ``cubic:mse``), the plain
-name is an error that says how to choose, and every other name of both plugins keeps working
-(timm overwrites with a warning; we do not). ``plugin:name`` is accepted for any name.
+name a user types is an error that says how to choose, and every other name of both plugins keeps
+working (timm overwrites with a warning; we do not). A plain name inside an experiment follows a
+fixed rule instead (its own plugin, its distribution, regfw's built-ins: :meth:`Registry.settle`),
+so installing a plugin never changes what an existing experiment means. ``plugin:name`` is accepted for any name.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ KINDS = ("model", "dataset", "loss", "optimizer", "experiment")
 PLURAL = {"model": "models", "dataset": "datasets", "loss": "losses", "optimizer": "optimizers", "experiment": "experiments"}
 PARTS = ("dataset", "model", "loss", "optimizer")
 SEP = ":"  # plugin:name
+BUILTIN_DISTRIBUTION = "regfw"  # the distribution that ships the built-in plugins
 
 
 @dataclass(frozen=True)
@@ -188,10 +191,13 @@ class Registry:
     def settle(self, distribution: dict[str, str | None]) -> None:
         """Point each experiment's parts at the registry's key for them, once every plugin is in.
 
-        A part named by a clashing plain name means the experiment's own plugin's component when
-        that plugin registers the name, else the one from the same distribution (the package that
-        shipped both) if exactly one does; otherwise it stays ambiguous, and resolving the experiment
-        is the clash error. ``plugin:name`` of a name nobody else registers becomes the plain name."""
+        A part named by a plain name several plugins register means, in this order: the component
+        of the experiment's own plugin, else of its own distribution (the package that shipped
+        both), else regfw's built-in one; a step that finds exactly one wins. So installing another
+        plugin never changes or breaks what an existing experiment means. Only a clash among the
+        rest (two third-party plugins, neither the experiment's) stays ambiguous: resolving the
+        experiment is then the clash error, and any override of that part still works.
+        ``plugin:name`` of a name nobody else registers becomes the plain name."""
         experiments = self.entries["experiment"]
         for key, exp in list(experiments.items()):
             parts = {part: self._settle_ref(part, ref, exp.plugin, distribution) for part, ref in exp.parts.items()}
@@ -206,5 +212,13 @@ class Registry:
             except RegfwError:  # unknown: reported when the experiment is resolved
                 return ref
         home = distribution.get(owner)
-        mine = [p for p in plugins if p == owner] or [p for p in plugins if home and distribution.get(p) == home]
-        return replace(ref, name=f"{mine[0]}{SEP}{ref.name}") if len(mine) == 1 else ref
+        for wins in (lambda p: p == owner, lambda p: home is not None and distribution.get(p) == home,
+                     lambda p: distribution.get(p) == BUILTIN_DISTRIBUTION):
+            mine = [p for p in plugins if wins(p)]
+            if len(mine) == 1:
+                return replace(ref, name=f"{mine[0]}{SEP}{ref.name}")
+        return ref
+
+    def ambiguous_parts(self, experiment: Entry) -> dict[str, str]:
+        """The experiment's parts whose plain name stays a clash (see :meth:`settle`): part -> name."""
+        return {part: ref.name for part, ref in experiment.parts.items() if (part, ref.name) in self.clashes}

@@ -163,12 +163,12 @@ def build_grid(registry, experiment: str, *, sets=(), seeds: str | None = None, 
         if keys.count(key) > 1:
             raise RegfwError(f"--set {key} is given twice; put all its sweep values in one --set")
 
-    # Which component each part may be, to know whether a key is list-typed.
-    base = resolve(registry, experiment, config_file=config_file, swaps=swaps)
-    names = {part: [getattr(base, part).name] for part in PARTS}
-    for key, text in parsed:
-        if key in PARTS:
-            names[key] = split_values(key, text, False)
+    # Which component each part may be, to know whether a key is list-typed. A part --set chooses
+    # goes into the base too: the experiment's own choice may be ambiguous (see Registry.settle).
+    chosen_parts = {key: split_values(key, text, False) for key, text in parsed if key in PARTS}
+    base = resolve(registry, experiment, config_file=config_file,
+                   swaps=swaps | {key: values[0] for key, values in chosen_parts.items()})
+    names = {part: chosen_parts.get(part, [getattr(base, part).name]) for part in PARTS}
 
     axes: list[Axis] = []
     slots: list[tuple[str, object]] = []  # (key, fixed text) or (key, Axis), in the user's order
