@@ -298,3 +298,39 @@ def register_models(register):
 """
     report = check_plugin(module("stuck_plugin", stuck), device="cuda")
     assert not report.ok and report.failures[0].name == "stuck"
+
+
+WRONG_TYPES = """
+from regfw import Param, hookimpl
+
+@hookimpl
+def register_datasets(register):
+    register("dict-data", lambda generator: {"x": 1})
+
+@hookimpl
+def register_models(register):
+    register("dict-model", lambda in_features, out_features: {"weight": 1.0},
+             params={"in_features": Param(None, type=int, min=1), "out_features": Param(None, type=int, min=1)})
+
+@hookimpl
+def register_losses(register):
+    register("int-loss", lambda: 3)
+
+@hookimpl
+def register_optimizers(register):
+    register("dict-opt", lambda parameters, lr: {}, params={"lr": 0.1})
+"""
+
+
+def test_check_says_what_run_says_of_a_factory_returning_the_wrong_type(fake_dist, invoke):
+    fake_dist("acme-wrong", {"acme_wrong": WRONG_TYPES}, {"acme-wrong": "acme_wrong"})
+    check = invoke("check", "acme-wrong")
+    assert check.exit_code == 1 and "unexpected" not in check.stdout + check.stderr
+    lines = {l.split()[1]: l for l in check.stdout.splitlines() if l.startswith("FAIL")}
+    for kind, name in (("dataset", "dict-data"), ("model", "dict-model"), ("loss", "int-loss"),
+                       ("optimizer", "dict-opt")):
+        run = invoke("run", "linear", "--no-track", f"--{kind}", name)
+        assert run.exit_code == 1 and run.stderr.startswith("regfw: error: ") and run.stderr.count("\n") == 1
+        said = run.stderr.removeprefix("regfw: error: ").strip()
+        assert f"returned {'int' if kind == 'loss' else 'dict'}, not" in said
+        assert f"FAIL  {kind:<10} {name:<20} build: {said}" in lines[kind]

@@ -32,9 +32,31 @@ def call_factory(entry, params: dict, *args, **kwargs):
         raise RegfwError(f"{entry.kind} '{entry.name}' from plugin '{entry.plugin}' failed: {one_line(exc)}") from exc
 
 
-def _wrong_type(entry, got, wanted: str) -> RegfwError:
-    return RegfwError(f"{entry.kind} '{entry.name}' from plugin '{entry.plugin}' returned {type(got).__name__}, "
-                      f"not {wanted}")
+def wrong_type(entry, got) -> str | None:
+    """Why ``got``, what ``entry``'s factory returned, is not what a component of its kind must be
+    (None when it is). ``run`` and ``regfw check`` both say this sentence."""
+    import torch
+
+    if entry.kind == "dataset":
+        ok, wanted = isinstance(got, Data), "regfw.Data"
+    elif entry.kind == "model":
+        ok, wanted = isinstance(got, torch.nn.Module), "a torch.nn.Module"
+    elif entry.kind == "loss":
+        ok, wanted = callable(got), "a callable loss"
+    else:
+        ok = all(callable(getattr(got, name, None)) for name in ("step", "zero_grad", "state_dict"))
+        wanted = "a torch.optim.Optimizer"
+    if ok:
+        return None
+    return f"{entry.kind} '{entry.name}' from plugin '{entry.plugin}' returned {type(got).__name__}, not {wanted}"
+
+
+def _checked(entry, got):
+    """``got``, or the one-line error of :func:`wrong_type`."""
+    reason = wrong_type(entry, got)
+    if reason is not None:
+        raise RegfwError(reason)
+    return got
 
 
 def seed_everything(seed: int) -> None:
@@ -55,28 +77,18 @@ def build_data(config: Config, registry) -> Data:
     import torch
 
     entry = registry.get("dataset", config.dataset.name)
-    data = call_factory(entry, config.dataset.params, generator=torch.Generator().manual_seed(config.seed))
-    if not isinstance(data, Data):
-        raise _wrong_type(entry, data, "regfw.Data")
-    return data
+    return _checked(entry, call_factory(entry, config.dataset.params,
+                                        generator=torch.Generator().manual_seed(config.seed)))
 
 
 def build_model(config: Config, registry):
-    import torch
-
     entry = registry.get("model", config.model.name)
-    model = call_factory(entry, config.model.params)
-    if not isinstance(model, torch.nn.Module):
-        raise _wrong_type(entry, model, "a torch.nn.Module")
-    return model
+    return _checked(entry, call_factory(entry, config.model.params))
 
 
 def build_loss(config: Config, registry):
     entry = registry.get("loss", config.loss.name)
-    loss_fn = call_factory(entry, config.loss.params)
-    if not callable(loss_fn):
-        raise _wrong_type(entry, loss_fn, "a callable loss")
-    return loss_fn
+    return _checked(entry, call_factory(entry, config.loss.params))
 
 
 def build_optimizer(config: Config, registry, parameters):
@@ -84,10 +96,7 @@ def build_optimizer(config: Config, registry, parameters):
 
     skip_dynamo_import()  # torch.optim would import torch.compile's machinery for nothing
     entry = registry.get("optimizer", config.optimizer.name)
-    optimizer = call_factory(entry, config.optimizer.params, parameters)
-    if not all(callable(getattr(optimizer, name, None)) for name in ("step", "zero_grad", "state_dict")):
-        raise _wrong_type(entry, optimizer, "a torch.optim.Optimizer")
-    return optimizer
+    return _checked(entry, call_factory(entry, config.optimizer.params, parameters))
 
 
 def build_state(config: Config, registry, device) -> RunState:

@@ -12,8 +12,9 @@ import warnings
 from dataclasses import replace
 
 from regfw.config import dataset_dims, fill_sizes
-from regfw.conformance.contexts import (DEFAULT_IN, SYNTHETIC_ROWS, Probe, Setup, TrialConfig, build_data, defaults,
-                                        finite_data, guarded, sample, seed, synthetic, train_settings, widths)
+from regfw.conformance.contexts import (DEFAULT_IN, SYNTHETIC_ROWS, Probe, Setup, TrialConfig, build_data, built,
+                                        defaults, finite_data, guarded, sample, seed, synthetic, train_settings,
+                                        widths)
 from regfw.conformance.results import Failed, Skipped
 from regfw.errors import RegfwError, one_line
 from regfw.registry import Entry
@@ -73,14 +74,16 @@ class Checker:
         entry = self.registry.get(part, name)
         if part == "dataset":
             return lambda seed_value: self.data(entry, params, seed_value)
+        # What each factory returns is checked as `regfw run` checks it, with the same sentence.
         if part == "model":
             def make_model(seed_value):
                 seed(seed_value)
-                return guarded("build", f"model '{name}'", entry.factory, **params)
+                return built(entry, guarded("build", f"model '{name}'", entry.factory, **params))
             return make_model
         if part == "loss":
-            return lambda: guarded("build", f"loss '{name}'", entry.factory, **params)
-        return lambda parameters: guarded("build", f"optimizer '{name}'", entry.factory, parameters, **params)
+            return lambda: built(entry, guarded("build", f"loss '{name}'", entry.factory, **params))
+        return lambda parameters: built(entry, guarded("build", f"optimizer '{name}'", entry.factory, parameters,
+                                                       **params))
 
     def setup_from_experiment(self, exp: Entry, swap: Entry | None = None) -> Setup:
         """The experiment's composition; ``swap`` (one of its own parts) goes in with its defaults."""

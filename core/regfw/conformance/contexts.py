@@ -45,8 +45,6 @@ def build_data(entry: Entry, params: dict, seed_value: int):
     (a :class:`RegfwError`: data not downloaded, say), :class:`Failed` for anything else."""
     import torch
 
-    from regfw.data import Data
-
     seed(seed_value)
     try:
         data = entry.factory(generator=torch.Generator().manual_seed(seed_value), **params)
@@ -57,9 +55,17 @@ def build_data(entry: Entry, params: dict, seed_value: int):
         raise Skipped(f"cannot be built here: {reason if len(reason) <= 240 else reason[:237] + '...'}") from exc
     except Exception as exc:  # noqa: BLE001
         raise Failed("build", f"dataset '{entry.name}' raised {one_line(exc)}") from exc
-    if not isinstance(data, Data):
-        raise Failed("build", f"dataset '{entry.name}' returned {type(data).__name__}, not regfw.data.Data")
-    return data
+    return built(entry, data)
+
+
+def built(entry: Entry, got):
+    """``got``, what ``entry``'s factory returned, or the failure ``regfw run`` would report."""
+    from regfw.build import wrong_type
+
+    reason = wrong_type(entry, got)
+    if reason is not None:
+        raise Failed("build", reason)
+    return got
 
 
 def sample(data, rows: int = SAMPLE_ROWS):
