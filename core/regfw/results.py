@@ -11,9 +11,11 @@ SMALL_MODEL = 16  # at most this many scalars: the learned parameters are logged
 def learned_parameters(model) -> dict:
     """The model's own report if it has one (``ReportsLearnedParameters``), else its
     parameters when the model is small."""
-    if callable(getattr(model, "learned_parameters", None)):
-        return {k: _value(v) for k, v in model.learned_parameters().items()}
     import torch
+
+    if callable(getattr(model, "learned_parameters", None)):
+        with torch.no_grad():  # a plugin's float(self.weight) must not warn about requires_grad
+            return {k: _value(v) for k, v in model.learned_parameters().items()}
 
     params = list(model.named_parameters())
     if sum(p.numel() for _, p in params) > SMALL_MODEL:

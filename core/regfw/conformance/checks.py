@@ -234,11 +234,13 @@ def _check_model_methods(model, data, loss_fn, setup: Setup) -> list[str]:
             raise Failed("feature_basis", f"feature_basis(x) must give a [{len(x)}, k] matrix, got {shape}")
         passed.append("feature_basis")
     if callable(getattr(model, "learned_parameters", None)):
-        values = guarded("learned_parameters", "learned_parameters()", model.learned_parameters)
-        try:
-            numbers = {str(k): float(v) for k, v in dict(values).items()}
-        except (TypeError, ValueError) as exc:
-            raise Failed("learned_parameters", f"learned_parameters() must map names to numbers: {one_line(exc)}") from exc
+        with torch.no_grad():  # as a run calls it (regfw.results.learned_parameters)
+            values = guarded("learned_parameters", "learned_parameters()", model.learned_parameters)
+            try:
+                numbers = {str(k): float(v) for k, v in dict(values).items()}
+            except (TypeError, ValueError) as exc:
+                raise Failed("learned_parameters",
+                             f"learned_parameters() must map names to numbers: {one_line(exc)}") from exc
         if not all(math.isfinite(v) for v in numbers.values()):
             raise Failed("learned_parameters", "learned_parameters() gave a non-finite value")
         passed.append("learned_parameters")

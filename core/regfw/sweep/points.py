@@ -97,12 +97,33 @@ def run_point(task: PointTask, reporter=None) -> PointResult:
                            exit_code=getattr(exc, "exit_code", 130))
     except Exception as exc:  # noqa: BLE001 - bad input or the store went away; one point must not end the sweep
         text = str(exc) if isinstance(exc, RegfwError) else one_line(exc)
+        if tracker.run_id is None:  # failed while being built: no run exists yet to hold the reason
+            return build_failure(task, text)
         tracker.end_quietly("FAILED", text)
         return PointResult(task.index, "FAILED", tracker.run_id, text, exit_code=1)
     finally:
         WorkerState.running = False
     return PointResult(task.index, outcome.status, outcome.run_id, outcome.error, outcome.seconds,
                        dict(outcome.summary), outcome.exit_code, outcome.late_signal)
+
+
+def build_failure(task: PointTask, reason: str) -> PointResult:
+    """A point that failed while being built (a factory raised for its values, say): recorded as
+    a FAILED child run with its params and the reason in ``regfw.failure``, as a point that fails
+    while training is, so ``regfw runs`` and the UI say why. A plain ``regfw run`` creates no run
+    for such bad input; a sweep's point is one run among many, and its parent already exists."""
+    from regfw.store import MlflowTracker
+    from regfw.store import tags as T
+
+    tracker = MlflowTracker(task.uri, task.experiment_name, extra_tags=task.tags)
+    try:
+        tracker.open()
+        tracker.start(task.run_name, task.config.flat_params(), {T.EXPERIMENT: task.config.experiment,
+                                                                 T.SEED: task.config.seed})
+    except Exception:  # noqa: BLE001 - the store is what failed: the reason still reaches the terminal
+        return PointResult(task.index, "FAILED", None, reason, exit_code=1)
+    tracker.end_quietly("FAILED", reason)
+    return PointResult(task.index, "FAILED", tracker.run_id, reason, exit_code=1)
 
 
 def stop_after(result: PointResult) -> Interrupted | None:

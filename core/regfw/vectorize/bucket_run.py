@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from regfw.errors import RegfwError, one_line
 from regfw.interrupts import Interrupted, held
 from regfw.store import tags as T
-from regfw.sweep.points import PointResult, PointTask, run_in_order
+from regfw.sweep.points import PointResult, PointTask, build_failure, run_in_order
 
 
 def run_in_worker(bucket: "BucketTask") -> list:
@@ -78,7 +78,7 @@ def _build(tasks, registry, record) -> tuple[list, list]:
         try:
             built.append((task, build_state(task.config, registry, resolve_device(task.config.device))))
         except RegfwError as exc:
-            record(PointResult(task.index, "FAILED", None, str(exc), exit_code=1))
+            record(build_failure(task, str(exc)))
     return [t for t, _ in built], [s for _, s in built]
 
 

@@ -56,9 +56,12 @@ class StackRecorder:
                 bad = next(((e, n, v) for n, v, e in rows if "loss" in n and not math.isfinite(v)), None)
                 if bad is not None:
                     rows = [r for r in rows if r[2] <= bad[0]]
-                    self.dead[i] = Diverged(*bad)
                     history.epochs_done = bad[0]
                 for name, value, epoch in rows:
                     history.curves[name].append((epoch, value))
+                if bad is not None:  # the reason a single run gives (regfw.recorder.Recorder.record)
+                    epoch, name, _ = bad
+                    self.dead[i] = Diverged(*bad, after_finite=any(math.isfinite(v) for e, v in history.curves[name]
+                                                                   if e < epoch))
                 sink(rows)
         signals.deliver()

@@ -2,8 +2,8 @@
 
 Each point is built by :func:`regfw.build.build_state`, exactly as its single run builds it
 (seed, data, model, loss, device, optimizer, shuffle generator), so the stacked program starts
-from the same weights and data. ``torch.func.stack_module_state`` stacks the N models;
-``vmap(functional_call)`` runs them as one; their losses are summed and ONE
+from the same weights and data. The N models' parameters are stacked along dim 0 (as
+``torch.func.stack_module_state`` would); ``vmap(functional_call)`` runs them as one; their losses are summed and ONE
 ``torch.autograd.grad`` gives every model exactly its own gradient (the models share nothing).
 """
 
@@ -146,12 +146,16 @@ def _same(tensors) -> bool:
 def stack_states(states: list) -> Stack:
     """Stack N built points (same architecture; data of one shape)."""
     import torch
-    from torch.func import stack_module_state
 
     from regfw.vectorize import direct
 
     models = [s.model for s in states]
-    params, buffers = stack_module_state(models)
+    # What torch.func.stack_module_state does, without its "same class" test: a class a factory
+    # defines anew on each call is a new class object per point (see same_definition).
+    named = [dict(m.named_parameters()) for m in models]
+    params = {name: torch.stack([table[name].detach() for table in named]) for name in named[0]}
+    named = [dict(m.named_buffers()) for m in models]
+    buffers = {name: torch.stack([table[name].detach() for table in named]) for name in named[0]}
     names = [name for name, _ in models[0].named_parameters()]
     transposed = direct.transposed_weights(models[0])
     leaves = [(params[name].transpose(1, 2).contiguous().transpose(1, 2) if name in transposed else params[name])
@@ -169,6 +173,52 @@ def stack_states(states: list) -> Stack:
     return stack
 
 
+def _cells_match(a, b, own: tuple) -> bool:
+    """Two methods' closures hold the same values (a cell holding the class itself, as ``super()``
+    makes, matches the other's): a forward that closes over a factory argument only stacks when
+    every point gave the same value."""
+    cells_a, cells_b = a.__closure__ or (), b.__closure__ or ()
+    if len(cells_a) != len(cells_b):
+        return False
+    for x, y in zip(cells_a, cells_b):
+        x, y = x.cell_contents, y.cell_contents
+        if x is y or (x in own and y in own):
+            continue
+        try:
+            if type(x) is not type(y) or not bool(x == y):
+                return False
+        except Exception:  # noqa: BLE001 - e.g. tensors: not comparable as one truth value
+            return False
+    return True
+
+
+def same_definition(a: type, b: type) -> bool:
+    """One class statement: the same class, or the class a factory defines anew on each call (a
+    new class object with the same name, bases and code, and closures holding equal values).
+    Stacking runs the first point's forward for all, so this, not the class object, must match."""
+    if a is b:
+        return True
+    if (a.__module__, a.__qualname__, a.__bases__) != (b.__module__, b.__qualname__, b.__bases__):
+        return False
+    methods = lambda t: {k: v for k, v in vars(t).items() if hasattr(v, "__code__")}  # noqa: E731
+    ma, mb = methods(a), methods(b)
+    return ma.keys() == mb.keys() and all(ma[k].__code__ == mb[k].__code__ and _cells_match(ma[k], mb[k], (a, b))
+                                          for k in ma)
+
+
+def class_reason(first, other) -> str | None:
+    """Why two models cannot share one forward: a module of a different class, or None."""
+    mods_a, mods_b = list(first.named_modules()), list(other.named_modules())
+    if [n for n, _ in mods_a] != [n for n, _ in mods_b]:
+        return "the models are made of different modules"
+    for (name, a), (_, b) in zip(mods_a, mods_b):
+        if not same_definition(type(a), type(b)):
+            where = f"module '{name}'" if name else "the model"
+            return (f"{where} is of different classes ({type(a).__qualname__} and {type(b).__qualname__}), or of "
+                    "one class whose methods differ (a factory's class closing over different values)")
+    return None
+
+
 def shape_reason(states: list) -> str | None:
     """Why these built points cannot be stacked, or None."""
     first = states[0]
@@ -176,7 +226,10 @@ def shape_reason(states: list) -> str | None:
     data = lambda s: [None if t is None else (tuple(t.shape), t.dtype)  # noqa: E731
                       for t in (s.data.x_train, s.data.y_train, s.data.x_test, s.data.y_test)] + [s.data.task]
     for state in states[1:]:
-        if type(state.model) is not type(first.model) or shapes(state) != shapes(first):
+        reason = class_reason(first.model, state.model)
+        if reason:
+            return reason
+        if shapes(state) != shapes(first):
             return "the models' parameters differ in shape"
         if data(state) != data(first):
             return "the datasets differ in shape"
