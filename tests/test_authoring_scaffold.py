@@ -67,3 +67,15 @@ def test_new_plugin_never_overwrites(invoke, tmp_path):
     assert (tmp_path / "demo" / "notes.txt").read_text() == "mine"
     prefixed = invoke("new-plugin", "regfw-other", "--dir", tmp_path)
     assert prefixed.exit_code == 0 and (tmp_path / "other" / "regfw_other" / "__init__.py").exists()
+
+
+@pytest.mark.parametrize("name", ["ab", "a-much-longer-plugin-name"])
+def test_new_plugin_readme_is_true(invoke, tmp_path, name):
+    assert invoke("new-plugin", name, "--dir", tmp_path).exit_code == 0
+    readme = (tmp_path / name / "README.md").read_text()
+    table = [line for line in readme.splitlines() if line.startswith("|")]
+    assert len(table) == 7 and len({len(line) for line in table}) == 1  # aligned, whatever the name's length
+    assert f"| experiment | `{name}` " in readme and f"`{name}-heavyball`" in readme
+    # What a clash does (docs/plugins.md), and no venv path that means regfw's own folder.
+    assert "is an error naming both" not in readme and f"`{name}:NAME`" in readme and "ambiguous" in readme
+    assert ".venv/bin" not in readme

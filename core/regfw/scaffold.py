@@ -212,13 +212,7 @@ README = Template('''\
 
 A [regfw](https://pypi.org/project/regfw/) plugin. It registers:
 
-| kind       | name             |
-|------------|------------------|
-| experiment | `$name`          |
-| dataset    | `$name-line`     |
-| model      | `$name-affine`   |
-| loss       | `$name-logcosh`  |
-| optimizer  | `$name-heavyball`|
+$table
 
 ## Install and try
 
@@ -229,8 +223,8 @@ A [regfw](https://pypi.org/project/regfw/) plugin. It registers:
 
 ## Test
 
-With the environment regfw is installed in active (`source .venv/bin/activate`; or call
-`.venv/bin/pytest`, the `pytest` of that environment):
+With the environment regfw is installed in active (the one `pip install -e .` above went into,
+e.g. `source /path/to/that-env/bin/activate`; or call that environment's `bin/pytest` by its path):
 
     pytest                        # uses regfw.testing
     regfw check $name             # the same conformance check, one line per component
@@ -239,9 +233,20 @@ With the environment regfw is installed in active (`source .venv/bin/activate`; 
 
     python -m build && twine upload dist/*
 
-Rename the components before publishing: names are global across installed plugins, and a
-name registered twice is an error naming both plugins.
+Rename the components before publishing if they are generic: names are global across installed
+plugins. A name another plugin also registers still works, as `$name:NAME`, and your experiment
+keeps meaning your own component; but the plain name typed on the command line is then ambiguous
+(an error that names both plugins and says how to choose).
 ''')
+
+
+def component_table(name: str) -> str:
+    """The README's table of what the plugin registers, its columns as wide as their cells."""
+    rows = [("kind", "name")] + [(kind, f"`{Template(t).substitute(name=name)}`") for kind, t in COMPONENT_NAMES.items()]
+    rows = [rows[0]] + sorted(rows[1:], key=lambda r: r[0] != "experiment")  # the experiment first
+    widths = [max(len(r[i]) for r in rows) for i in (0, 1)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(rows[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows[1:]])
 
 
 def names_for(name: str) -> dict[str, str]:
@@ -296,7 +301,7 @@ def write_plugin(name: str, directory: str | Path = ".") -> Path:
         for relative, template in files.items():
             path = folder / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(template.substitute(values), encoding="utf-8")
+            path.write_text(template.substitute(values, table=component_table(values["name"])), encoding="utf-8")
     except OSError as exc:
         raise RegfwError(f"cannot write {folder}: {exc.strerror or exc}") from None
     return folder
