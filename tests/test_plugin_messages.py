@@ -144,3 +144,24 @@ def test_stacking_compares_class_definitions_not_class_objects():
     assert class_reason(make(2.0), make(3.0)).startswith("the model is of different classes (")
     wrapped = torch.nn.Sequential(torch.nn.Linear(1, 1))
     assert class_reason(wrapped, torch.nn.Sequential(torch.nn.Identity())).startswith("module '0' is of different")
+
+
+@pytest.mark.parametrize("how", [[], ["--vectorize"], ["--jobs", "2"], ["run"]], ids=["sweep", "vectorized", "jobs", "run-sweep"])
+def test_a_sweep_without_tracking_reports_in_the_terminal_only(acme, invoke, tmp_path, monkeypatch, how):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # where the default store (./mlruns) would appear
+    command = ["run", "linear", "--sweep"] if how == ["run"] else ["sweep", "linear", *how]
+    result = invoke(*command, "--no-track", "--model", "picky", "--set", "model.width=1,2", "--epochs", "2")
+    assert result.exit_code == 1 and result.stderr == "regfw: error: 1 of 2 sweep points failed\n"
+    lines = sorted(l for l in result.stdout.splitlines() if l.startswith("["))  # --jobs: in the order they end
+    assert "FINISHED" in lines[0] and "final_train_loss" in lines[0]
+    assert "FAILED" in lines[1] and "width 2 is not supported by picky" in lines[1]
+    assert "not recorded" in result.stdout and "parent run" not in result.stdout
+    assert list(work.iterdir()) == []
+
+
+def test_a_sweep_without_tracking_refuses_a_place_to_record(invoke):
+    result = invoke("sweep", "linear", "--no-track", "--tracking-uri", "sqlite:///x.db", "--set", "optimizer.lr=0.1,0.2")
+    assert result.exit_code == 1 and result.stderr == (
+        "regfw: error: --no-track records nothing; --tracking-uri says where to record: drop one\n")

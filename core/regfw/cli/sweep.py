@@ -7,6 +7,7 @@ import sys
 import click
 
 from regfw.cli.common import FLAG_KEYS, FLAG_OPTIONS, SWAPS, one_line_plugin_errors, override_options
+from regfw.errors import RegfwError
 
 from regfw.sweep.grid import DEFAULT_MAX_POINTS  # cheap: the grid module imports neither torch nor mlflow
 
@@ -69,6 +70,7 @@ def _grid_from_options(plugins, kwargs: dict):
               help="Points run at once, each in its own process.")
 @click.option("--experiment-name", metavar="NAME", help="MLflow experiment (default: the regfw experiment's name).")
 @click.option("--tracking-uri", metavar="URI", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlruns).")
+@click.option("--no-track", is_flag=True, help="Record nothing in MLflow: each point's result in the terminal only.")
 @click.option("--dry-run", is_flag=True, help="Print the points and their run names; run nothing.")
 @click.option("--max-points", type=click.IntRange(min=1), metavar="N",
               help=f"Run a grid of up to N points (default {DEFAULT_MAX_POINTS}; a bigger grid is refused with its size).")
@@ -123,7 +125,12 @@ def sweep(**kwargs):
     from regfw.sweep import run_sweep
 
     ray = _ray_options(kwargs, quiet)
-    uri = tracking_uri(kwargs["tracking_uri"])
+    if kwargs["no_track"] and ray is not None:
+        raise RegfwError("--no-track goes with --backend local: Ray points hand their results back through the store")
+    if kwargs["no_track"] and (kwargs["tracking_uri"] or kwargs["experiment_name"]):
+        given = "--tracking-uri" if kwargs["tracking_uri"] else "--experiment-name"
+        raise RegfwError(f"--no-track records nothing; {given} says where to record: drop one")
+    uri = None if kwargs["no_track"] else tracking_uri(kwargs["tracking_uri"])
     experiment_name = kwargs["experiment_name"] or grid.experiment
     if not quiet:
         jobs = min(kwargs["jobs"], total)
@@ -139,8 +146,6 @@ def sweep(**kwargs):
 
     reporter = Reporter("bar") if not quiet and sys.stderr.isatty() and kwargs["jobs"] == 1 else None
     if kwargs["max_bucket"] and not kwargs["vectorize"]:
-        from regfw.errors import RegfwError
-
         raise RegfwError("--max-bucket goes with --vectorize")
     outcome = run_sweep(grid, uri, experiment_name, jobs=kwargs["jobs"], reporter=reporter, on_result=on_result,
                         vectorize=kwargs["vectorize"], max_bucket=kwargs["max_bucket"],
@@ -150,7 +155,8 @@ def sweep(**kwargs):
     if not quiet:
         done = sum(r.status == "FINISHED" for r in outcome.results)
         click.echo(f"sweep {outcome.sweep_id} {outcome.status.lower()}: {done} finished, {outcome.failed} failed"
-                   + (f", {outcome.not_run} not run" if outcome.not_run else ""))
+                   + (f", {outcome.not_run} not run" if outcome.not_run else "") + (", not recorded" if uri is None else ""))
+    if not quiet and uri is not None:
         where = "" if uri == default_tracking_uri() else f" --tracking-uri '{uri}'"
         name = f"'{experiment_name}'" if " " in experiment_name else experiment_name
         click.echo(f"  parent run {outcome.parent_run_id} in {uri}")
@@ -171,8 +177,6 @@ RAY_ONLY = {"ray_address": "--ray-address", "cpus_per_point": "--cpus-per-point"
 
 def _ray_options(kwargs: dict, quiet: bool):
     """``--backend ray``'s options (None for the local backend); each misuse is one line."""
-    from regfw.errors import RegfwError
-
     if kwargs["backend"] != "ray":
         given = click.get_current_context().get_parameter_source
         for name, option in RAY_ONLY.items():
@@ -191,13 +195,11 @@ def _ray_options(kwargs: dict, quiet: bool):
                       env, announce=None if quiet else click.echo)
 
 
-RUN_ONLY = {"run_name": "--run-name", "no_track": "--no-track", "checkpoint_every": "--checkpoint-every"}
+RUN_ONLY = {"run_name": "--run-name", "checkpoint_every": "--checkpoint-every"}
 
 
 def sweep_from_run(ctx: click.Context, kwargs: dict):
     """``regfw run ... --sweep``: the same grid as ``regfw sweep`` (seeds through --set seed=0,1)."""
-    from regfw.errors import RegfwError
-
     for name, option in RUN_ONLY.items():
         if kwargs.get(name):
             raise RegfwError(f"{option} does not go with --sweep (each point gets its own run)")

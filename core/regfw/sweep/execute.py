@@ -45,11 +45,11 @@ def sweep_name(grid: Grid) -> str:
     return f"{grid.experiment} sweep" + (f" {axes}" if axes else "")
 
 
-def run_sweep(grid: Grid, uri: str, experiment_name: str, *, jobs: int = 1, reporter=None,
+def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 1, reporter=None,
               on_result=None, vectorize: bool = False, max_bucket: int | None = None,
               on_plan=None, on_fallback=None, ray=None) -> SweepResult:
     """Create the parent run, run every point (one after another, or in ``jobs`` processes),
-    close the parent. ``reporter`` shows a point's progress when points run here (``jobs=1``).
+    close the parent (``uri`` None: ``--no-track``, nothing recorded). ``reporter`` shows a point's progress when points run here (``jobs=1``).
 
     ``vectorize``: compatible points train as stacked buckets (:mod:`regfw.vectorize`), planned
     before any run exists; ``on_plan(plan)`` sees the plan, ``on_fallback(indices, reason)`` a
@@ -58,7 +58,7 @@ def run_sweep(grid: Grid, uri: str, experiment_name: str, *, jobs: int = 1, repo
     ``ray``: a :class:`regfw.sweep.ray_backend.RayOptions`: the points run as Ray tasks; Ray is
     reached and checked before any run exists."""
     from regfw.device import resolve_device
-    from regfw.store import MlflowTracker
+    from regfw.store import MlflowTracker, NullTracker
 
     for device in sorted({p.config.device for p in grid.points} if ray is None else ()):  # Ray: the workers' devices
         resolve_device(device)  # a missing device is bad input: fail before any run exists
@@ -76,7 +76,8 @@ def run_sweep(grid: Grid, uri: str, experiment_name: str, *, jobs: int = 1, repo
 
         connect(ray, uri, grid.points)
     sweep_id = uuid.uuid4().hex[:12]
-    parent = MlflowTracker(uri, experiment_name).open()  # creates the store and the experiment
+    # uri None (--no-track): no parent and no children; the results reach the terminal only.
+    parent = (MlflowTracker(uri, experiment_name) if uri is not None else NullTracker()).open()
     params = common_params(grid.points) | {f"sweep.{a.key}": (AXIS_SEP if a.list_typed else ",").join(a.values)
                                            for a in grid.axes}
     axes_text = ", ".join(a.key for a in grid.axes) or "nothing"

@@ -23,7 +23,7 @@ class PointTask:
     index: int
     config: object
     run_name: str
-    uri: str
+    uri: str | None  # None: --no-track, nothing recorded
     experiment_name: str
     tags: dict
 
@@ -83,11 +83,10 @@ def run_point(task: PointTask, reporter=None) -> PointResult:
     """Run one point with ``runner.execute`` as a child of the sweep's parent run."""
     from regfw.plugins import get_plugins
     from regfw.runner import execute
-    from regfw.store import MlflowTracker
 
     if WorkerState.stopped:
         return PointResult(task.index, NOT_RUN)
-    tracker = MlflowTracker(task.uri, task.experiment_name, extra_tags=task.tags)
+    tracker = point_tracker(task)
     WorkerState.running = True
     try:
         outcome = execute(task.config, get_plugins(), tracker, run_name=task.run_name, reporter=reporter)
@@ -99,6 +98,8 @@ def run_point(task: PointTask, reporter=None) -> PointResult:
         text = str(exc) if isinstance(exc, RegfwError) else one_line(exc)
         if tracker.run_id is None:  # failed while being built: no run exists yet to hold the reason
             return build_failure(task, text)
+        if not tracker.recording:
+            return PointResult(task.index, "FAILED", None, text, exit_code=1)
         tracker.end_quietly("FAILED", text)
         return PointResult(task.index, "FAILED", tracker.run_id, text, exit_code=1)
     finally:
@@ -107,15 +108,25 @@ def run_point(task: PointTask, reporter=None) -> PointResult:
                        dict(outcome.summary), outcome.exit_code, outcome.late_signal)
 
 
+def point_tracker(task: PointTask, tags: dict | None = None):
+    """The point's tracker: its child run in the sweep's store, or nothing (``--no-track``)."""
+    from regfw.store import MlflowTracker, NullTracker
+
+    if task.uri is None:
+        return NullTracker()
+    return MlflowTracker(task.uri, task.experiment_name, extra_tags=task.tags | (tags or {}))
+
+
 def build_failure(task: PointTask, reason: str) -> PointResult:
     """A point that failed while being built (a factory raised for its values, say): recorded as
     a FAILED child run with its params and the reason in ``regfw.failure``, as a point that fails
     while training is, so ``regfw runs`` and the UI say why. A plain ``regfw run`` creates no run
     for such bad input; a sweep's point is one run among many, and its parent already exists."""
-    from regfw.store import MlflowTracker
     from regfw.store import tags as T
 
-    tracker = MlflowTracker(task.uri, task.experiment_name, extra_tags=task.tags)
+    tracker = point_tracker(task)
+    if not tracker.recording:  # --no-track: the terminal is the only record
+        return PointResult(task.index, "FAILED", None, reason, exit_code=1)
     try:
         tracker.open()
         tracker.start(task.run_name, task.config.flat_params(), {T.EXPERIMENT: task.config.experiment,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from regfw.errors import RegfwError, one_line
 from regfw.interrupts import Interrupted, held
 from regfw.store import tags as T
-from regfw.sweep.points import PointResult, PointTask, build_failure, run_in_order
+from regfw.sweep.points import PointResult, PointTask, build_failure, point_tracker, run_in_order
 
 
 def run_in_worker(bucket: "BucketTask") -> list:
@@ -104,14 +104,12 @@ def _stack(states, registry):
 
 def _start_runs(tasks, states, plugins, size: int, number: int) -> list:
     from regfw.provenance import run_tags
-    from regfw.store import MlflowTracker
 
     base = run_tags(states[0].config, plugins, states[0].device)  # one git call for the bucket
     trackers = []
     for task, state in zip(tasks, states):
-        tracker = MlflowTracker(task.uri, task.experiment_name,
-                                extra_tags=task.tags | {T.BUCKET: bucket_tag(number, size)})
-        if trackers:  # one connection for the bucket
+        tracker = point_tracker(task, {T.BUCKET: bucket_tag(number, size)})
+        if trackers and tracker.recording:  # one connection for the bucket
             tracker.share_from(trackers[0])
         else:
             tracker.open()
