@@ -202,6 +202,8 @@ def _bad_files(tmp_path: Path) -> dict:
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "header.csv").write_text("size,price\n")
     (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "twice.csv").write_text("size,rooms,size,price\n1,2,3,4\n2,3,4,5\n3,4,5,6\n4,5,6,7\n")
+    (tmp_path / "headerless.csv").write_text("".join(f"{i},{2 * i},{3 * i}\n" for i in range(1, 9)))
     return {
         "missing": (["--set", f"dataset.path={tmp_path / 'nope.csv'}"], "no such file"),
         "folder": (["--set", f"dataset.path={tmp_path / 'folder.csv'}"], "is a folder"),
@@ -226,11 +228,20 @@ def _bad_files(tmp_path: Path) -> dict:
                      "column 'size' holds an infinite value (row 1)"),
         "fraction": (["--set", f"dataset.path={tmp_path / 'ok.csv'}", "--set", "dataset.test_fraction=1.5"],
                      "test_fraction must be at least 0 and below 1"),
+        "repeated name": (["--set", f"dataset.path={tmp_path / 'twice.csv'}"],
+                          "twice.csv names two columns 'size' (columns 1 and 3); give each column its own name"),
+        "target case": (["--set", f"dataset.path={tmp_path / 'ok.csv'}", "--set", "dataset.target=Price"],
+                        "dataset.target 'Price' is not a column of ok.csv (did you mean 'price'?)"),
+        "feature case": (["--set", f"dataset.path={tmp_path / 'ok.csv'}", "--set", "dataset.features=SIZE"],
+                         "dataset.features: 'SIZE' is not a column of ok.csv (did you mean 'size'?)"),
+        "headerless": (["--set", f"dataset.path={tmp_path / 'headerless.csv'}", "--set", "dataset.target=y"],
+                       "its first row looks like data (1, 2, 3), not a header; add a first line naming the columns"),
     }
 
 
 BAD = ["missing", "folder", "binary", "semicolons", "bad parquet", "empty", "header only", "no target",
-       "unknown target", "text feature", "stray word", "missing values", "one class", "infinite", "fraction"]
+       "unknown target", "text feature", "stray word", "missing values", "one class", "infinite", "fraction",
+       "repeated name", "target case", "feature case", "headerless"]
 
 
 @pytest.mark.parametrize("case", BAD)

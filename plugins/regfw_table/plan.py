@@ -35,10 +35,24 @@ def _columns(names) -> str:
     return ", ".join(names[:SHOWN]) + more
 
 
+def _looks_like_data(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _not_a_column(key: str, name: str, table: Table) -> RegfwError:
-    hint = did_you_mean(name, [str(c) for c in table.frame.columns])
+    columns = [str(c) for c in table.frame.columns]
+    if all(_looks_like_data(c) for c in columns):  # pandas took the first row of a headerless file as names
+        return RegfwError(f"{key} {name!r} is not a column of {table.name}: its first row looks like data "
+                          f"({_columns(columns)}), not a header; add a first line naming the columns")
+    # Case first ('Y' for 'y': difflib sees no likeness), then spelling.
+    same = [c for c in columns if c.casefold() == str(name).casefold()]
+    hint = f" (did you mean '{same[0]}'?)" if same else did_you_mean(name, columns)
     if not hint.startswith(" (did"):
-        hint = f"; its columns: {_columns(table.frame.columns)}"
+        hint = f"; its columns: {_columns(columns)}"
     return RegfwError(f"{key} {name!r} is not a column of {table.name}{hint}")
 
 

@@ -122,6 +122,7 @@ def _csv(key: str, path: Path, raw: bytes):
         raise RegfwError(f"{key}: {path.name} is not a table: {detail[:160]}") from None
     except (OSError, ValueError, EOFError) as exc:  # a truncated .gz, say
         raise RegfwError(f"{key}: cannot read {path.name}: {' '.join(str(exc).split())[:160]}") from None
+    _refuse_repeated_names(key, path, raw, sep, compression)
     unnamed = [c for c in frame.columns if str(c).startswith("Unnamed: ")]
     if len(frame.columns) == 1 or len(unnamed) == len(frame.columns):
         # One column: often a file with another separator (semicolons), or no header at all.
@@ -129,6 +130,21 @@ def _csv(key: str, path: Path, raw: bytes):
         raise RegfwError(f"{key}: {path.name} is not a table of comma-separated columns with a header "
                          f"(its first line reads {first[:60]!r})")
     return frame
+
+
+def _refuse_repeated_names(key: str, path: Path, raw: bytes, sep: str, compression) -> None:
+    """pandas renames a repeated header (``x1,x1`` -> ``x1``, ``x1.1``) and trains on both under
+    names the file does not have: refuse it, naming the column and both positions."""
+    import pandas as pd
+
+    header = pd.read_csv(io.BytesIO(raw), sep=sep, compression=compression, encoding="utf-8", header=None,
+                         nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        if name in seen and name.strip():
+            raise RegfwError(f"{key}: {path.name} names two columns {name!r} (columns {seen[name]} and {position}); "
+                             "give each column its own name")
+        seen.setdefault(name, position)
 
 
 def _parquet(key: str, path: Path, raw: bytes):
