@@ -347,3 +347,54 @@ def test_runs_carry_their_plots_parameters_and_landscapes(store, tmp_path):
     assert {"accuracy_curve.svg", "loss_curve.svg"} <= {p.name for p in folder.iterdir()}
     for metric in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
         assert [m.step for m in client.get_metric_history(run_.info.run_id, stored(metric))] == [1, 2]
+
+
+def _error(result) -> str:
+    assert result.exit_code == 1 and result.stderr.startswith("regfw: error: ") and result.stderr.count("\n") == 1
+    return result.stderr
+
+
+def test_a_truncated_gz_names_the_file_and_leaves_no_copy(tmp_path, data_home, invoke):
+    root = write_idx(tmp_path / "files")
+    damaged = root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    line = _error(invoke("run", "mnist", "--no-track", "--set", f"dataset.root={root}"))
+    assert f"cannot decompress {damaged}: Compressed file ended" in line and "delete it" in line
+    assert sorted(p.name for p in (root / "MNIST" / "raw").iterdir()) == sorted(f"{f}.gz" for f in FILES)
+
+
+def test_a_failed_download_leaves_no_folder_it_made(tmp_path, data_home, invoke, monkeypatch):
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])  # refused at once
+    (tmp_path / "kept").mkdir()
+    line = _error(invoke("run", "mnist", "--no-track", "--set", f"dataset.root={tmp_path / 'kept' / 'new' / 'root'}"))
+    assert "download failed" in line
+    assert list((tmp_path / "kept").iterdir()) == []  # not even the root, which did not exist before
+
+
+def test_the_files_missing_are_exactly_those_missing(tmp_path, data_home, invoke):
+    root = write_idx(tmp_path / "files")
+    for name in FILES[2:]:
+        (root / "MNIST" / "raw" / f"{name}.gz").unlink()
+    line = _error(invoke("run", "mnist", "--no-track", "--set", f"dataset.root={root}", "--set", "dataset.download=false"))
+    assert "2 of the 4 files not found" in line and f"in {root / 'MNIST' / 'raw'}," in line
+    assert all(f"{name}.gz" in line for name in FILES[2:]) and not any(name in line for name in FILES[:2])
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_only_the_debian_hint_that_applies(tmp_path, data_home, invoke, monkeypatch, installed):
+    import regfw_mnist
+
+    debian = tmp_path / "usr-share-datasets-fashion-mnist"
+    if installed:
+        write_idx(debian, layout=None, n_train=30, n_test=10)
+    monkeypatch.setattr(regfw_mnist, "DEBIAN_FASHION", str(debian))
+    (tmp_path / "empty").mkdir()
+    line = _error(invoke("run", "mnist", "--dataset", "fashion-mnist", "--no-track",
+                         "--set", f"dataset.root={tmp_path / 'empty'}", "--set", "dataset.download=false"))
+    if installed:
+        assert line.rstrip().endswith(f"Debian's dataset-fashion-mnist files are in {debian}: leave dataset.root unset "
+                                      "to use them") and "install" not in line
+    else:
+        assert line.rstrip().endswith(f"or install Debian's dataset-fashion-mnist package (it puts them in {debian})")

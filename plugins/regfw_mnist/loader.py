@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import socket
+import zlib
 from pathlib import Path
 
 from regfw.errors import RegfwError
@@ -40,10 +41,29 @@ def locate(folder: Path, class_name: str) -> dict[str, Path] | None:
     return None
 
 
-def _decompress(source: Path, target: Path) -> None:
+def partial(folder: Path, class_name: str) -> tuple[Path, list[str]]:
+    """Where in ``folder`` some of the four files are (the layout folder first) and which are
+    missing there; ``(folder/<class_name>/raw, all four)`` when none is anywhere."""
+    places = (folder / class_name / "raw", folder)
+    counts = [(sum(_one(place, name) is not None for name in FILES), place) for place in places]
+    present, place = max(counts, key=lambda c: c[0])  # a tie keeps the layout folder
+    if present == 0:
+        place = places[0]
+    return place, [name for name in FILES if _one(place, name) is None]
+
+
+def _decompress(name: str, source: Path, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst, length=1 << 20)
+    try:
+        with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, length=1 << 20)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a truncated or damaged download
+        tmp.unlink(missing_ok=True)  # no half copy left under the data folder
+        raise RegfwError(f"dataset '{name}': cannot decompress {source}: {' '.join(str(exc).split())[:120]}; "
+                         "delete it to have it downloaded again, or replace it") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, target)  # atomic: a parallel run never sees half a file
 
 
@@ -51,7 +71,7 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK)
 
 
-def prepare(found: dict[str, Path], class_name: str) -> Path:
+def prepare(name: str, found: dict[str, Path], class_name: str) -> Path:
     """A root under which torchvision finds ``<class_name>/raw/<file>`` uncompressed."""
     places = {path.parent for path in found.values()}
     place = places.pop() if len(places) == 1 else None
@@ -64,12 +84,12 @@ def prepare(found: dict[str, Path], class_name: str) -> Path:
         key = hashlib.sha1(str(sorted(str(p.resolve()) for p in found.values())).encode()).hexdigest()[:12]
         raw = data_home() / "prepared" / f"{class_name}-{key}" / class_name / "raw"
         raw.mkdir(parents=True, exist_ok=True)
-    for name, source in found.items():
-        target = raw / name
+    for file, source in found.items():
+        target = raw / file
         if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
             continue
         if source.suffix == ".gz":
-            _decompress(source, target)
+            _decompress(name, source, target)
         elif source.resolve() != target.resolve():
             tmp = target.with_name(f".{target.name}.{os.getpid()}.lnk")
             os.symlink(source.resolve(), tmp)
@@ -81,16 +101,27 @@ SOURCES = {"MNIST": "torchvision's MNIST mirrors", "FashionMNIST": "torchvision'
 DEBIAN_PACKAGE = "dataset-fashion-mnist"  # Debian's package of the Fashion-MNIST files
 
 
-def _missing_line(name: str, folder: Path, class_name: str, why: str, fallbacks=()) -> str:
-    """One complete line (well under the CLI's cut): what is missing, where to put it, where it
-    comes from. URLs are left out: a cut one is worse than none."""
-    files = ", ".join(f"{f}.gz" for f in FILES)
-    line = (f"dataset '{name}': {why}; put {files} (or unpacked) in {folder / class_name / 'raw'}, "
-            f"or point --set dataset.root=FOLDER at a folder holding them; regfw downloads them from "
+def _missing_line(name: str, place: Path, missing: list[str], class_name: str, why: str, hint: str = "") -> str:
+    """One complete line (well under the CLI's cut): exactly which files are missing, where to put
+    them, where they come from, and only the hint that applies. URLs are left out: a cut one is
+    worse than none."""
+    files = ", ".join(f"{f}.gz" for f in missing)
+    line = (f"dataset '{name}': {why}; put {files} (or unpacked) in {place}, "
+            f"or point --set dataset.root=FOLDER at a folder holding all four; regfw downloads them from "
             f"{SOURCES.get(class_name, 'torchvision')} when the network allows")
-    if any(str(f).endswith("fashion-mnist") for f in fallbacks):
-        line += f", and finds Debian's {DEBIAN_PACKAGE} package in {fallbacks[0]}"
-    return line
+    return line + hint
+
+
+def _debian_hint(class_name: str, root: str | None, fallbacks) -> str:
+    """Debian's package, said only where it helps: installed but bypassed by an explicit root, or
+    not installed at all."""
+    debian = [Path(f) for f in fallbacks if str(f).endswith("fashion-mnist")]
+    if not debian:
+        return ""
+    if locate(debian[0], class_name) is not None:
+        return f"; Debian's {DEBIAN_PACKAGE} files are in {debian[0]}: leave dataset.root unset to use them" \
+            if root else ""
+    return f", or install Debian's {DEBIAN_PACKAGE} package (it puts them in {debian[0]})"
 
 
 def _reason(exc: Exception) -> str:
@@ -124,21 +155,45 @@ def find_root(name: str, class_name: str, root: str | None, download: bool, fall
         found = locate(folder, class_name)
         if found is not None:
             try:
-                return prepare(found, class_name)
+                return prepare(name, found, class_name)
             except OSError as exc:
                 raise RegfwError(f"dataset '{name}': cannot prepare the files from {folder}: "
                                  f"{exc.strerror or exc}") from None
     target = candidates[0]
     looked = " or ".join(str(c) for c in candidates)
+    hint = _debian_hint(class_name, root, fallbacks)
     if not download:
-        raise RegfwError(_missing_line(name, target, class_name, f"files not found in {looked} (download is off)",
-                                       fallbacks))
+        place, missing = partial(target, class_name)
+        raise RegfwError(_missing_line(name, place, missing, class_name,
+                                       f"{_not_found(missing, looked)} (download is off)", hint))
+    created = _created_by(target / class_name / "raw")
     try:
         _download(cls, target)
     except Exception as exc:  # noqa: BLE001 - no network, a proxy, a read-only folder...
-        raise RegfwError(_missing_line(name, target, class_name, f"files not found in {looked} and the download "
-                                       f"failed ({_reason(exc)})", fallbacks)) from None
+        if created is not None:  # what this attempt made, and only that: no empty MNIST/raw left behind
+            shutil.rmtree(created, ignore_errors=True)
+        place, missing = partial(target, class_name)
+        raise RegfwError(_missing_line(name, place, missing, class_name,
+                                       f"{_not_found(missing, looked)} and the download failed ({_reason(exc)})",
+                                       hint)) from None
     return target
+
+
+def _not_found(missing: list[str], looked: str) -> str:
+    if len(missing) == len(FILES):
+        return f"files not found in {looked}"
+    return f"{len(missing)} of the {len(FILES)} files not found in {looked}"
+
+
+def _created_by(folder: Path) -> Path | None:
+    """The topmost folder above (or at) ``folder`` that does not exist yet: what making ``folder``
+    would create, to remove after a failed attempt. None when ``folder`` exists."""
+    topmost = None
+    while not folder.exists():
+        topmost, folder = folder, folder.parent
+        if folder == folder.parent:
+            break
+    return topmost
 
 
 def load(name: str, class_name: str, root: str | None, download: bool, train_limit, test_limit, fallbacks=()):
