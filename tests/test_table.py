@@ -91,6 +91,33 @@ def test_a_linear_model_logs_the_least_squares_optimum(invoke, csv, store):
 
 
 @pytest.mark.slow
+def test_the_loss_is_also_logged_in_the_targets_own_units(invoke, tmp_path, store):
+    # A known noise floor: y = 3x + 100 + N(0, 5²); a fitted line leaves the noise, 25 in y's units.
+    g = torch.Generator().manual_seed(1)
+    x = torch.linspace(-10, 10, 400)
+    noise = 5.0 * torch.randn(400, generator=g)
+    path = write_csv(tmp_path / "line.csv", {"x": [round(v, 4) for v in x.tolist()],
+                                             "y": [round(v, 4) for v in (3 * x + 100 + noise).tolist()]})
+    result = invoke("run", "regression", "--model", "linear", "--set", f"dataset.path={path}", "--set", "dataset.target=y",
+                    "--set", "dataset.test_fraction=0", "--lr", "0.05", "--epochs", "300", "--tracking-uri", store)
+    assert result.exit_code == 0, result.stderr
+    assert "final_train_loss_in_target_units" in result.stdout
+    client, run = only_run(store, "regression")
+    metrics = metrics_of(run)
+    scaler = json.loads(open(client.download_artifacts(run.info.run_id, "scaler.json", str(tmp_path))).read())
+    std = scaler["target"]["std"]
+    assert math.isclose(metrics["final_train_loss_in_target_units"], metrics["final_train_loss"] * std ** 2, rel_tol=1e-6)
+    floor = float(((noise - noise.mean()) ** 2).mean())  # what no line can explain, in y's units
+    assert math.isclose(metrics["final_train_loss_in_target_units"], floor, rel_tol=0.05)
+    listed = invoke("runs", "regression", "--tracking-uri", store)
+    assert listed.exit_code == 0 and "final_train_loss_in_target_units" in listed.stdout, listed.stdout
+    # A loss that does not rescale by a factor (Huber) gets no such figure.
+    huber = invoke("run", "regression", "--loss", "huber", "--set", f"dataset.path={path}", "--set", "dataset.target=y",
+                   "--epochs", "2", "--no-track")
+    assert huber.exit_code == 0 and "in_target_units" not in huber.stdout
+
+
+@pytest.mark.slow
 def test_the_run_records_the_file_tags_artifacts_and_dataset_input(invoke, csv, store):
     result = invoke("run", "classification", "--set", f"dataset.path={csv}", "--set", "dataset.target=city",
                     "--epochs", "2", "--tracking-uri", store, "-q")

@@ -29,6 +29,9 @@ class Data:
     tags: dict = field(default_factory=dict)  # run tags, e.g. {"regfw.data.file": "houses.csv"}
     artifacts: dict = field(default_factory=dict)  # file name -> str or bytes, logged with the run
     source: dict | None = None  # MLflow dataset input: {"name", "digest", "source", "profile"?, "schema"?}
+    # A regression target standardized by the dataset: its std, so a run also reports the loss in
+    # the target's own units (final_*_loss_in_target_units, for MSE and L1). None: as it is.
+    target_scale: float | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:

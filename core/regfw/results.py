@@ -67,10 +67,31 @@ def excess(final: float, optimum: float) -> float:
     return round(diff, places) + 0.0  # + 0.0: no -0.0
 
 
-def summarise(history: History, seconds: float, model=None, data: Data | None = None) -> tuple[dict, dict]:
+def unit_factor(loss_fn, scale: float | None) -> float | None:
+    """What turns a loss on a target divided by ``scale`` back into the target's own units: scale²
+    for a mean squared error, scale for a mean absolute error; None for any other loss (a Huber or
+    cross-entropy loss does not rescale by a factor)."""
+    import torch
+
+    if scale is None or getattr(loss_fn, "reduction", None) != "mean":
+        return None
+    if type(loss_fn) is torch.nn.MSELoss:
+        return scale * scale
+    if type(loss_fn) is torch.nn.L1Loss:
+        return scale
+    return None
+
+
+def summarise(history: History, seconds: float, model=None, data: Data | None = None,
+              loss_fn=None) -> tuple[dict, dict]:
     """``(summary, learned)``: final and best of every curve, the training time, and for a built
-    model its learned parameters and, where it applies, the optimum and the excess over it."""
+    model its learned parameters and, where it applies, the optimum and the excess over it. A
+    standardized regression target (``data.target_scale``) adds the final losses in its own units."""
     summary = {f"final_{k}": v for k, v in history.final().items()}
+    factor = unit_factor(loss_fn, data.target_scale) if data is not None else None
+    if factor is not None:
+        summary |= {f"final_{k}_in_target_units": float32_value(summary[f"final_{k}"] * factor)
+                    for k in ("train_loss", "test_loss") if f"final_{k}" in summary}
     summary |= {f"best_{k}": v for k, v in history.best().items()}
     summary["train_seconds"] = round(seconds, 3)  # a wall-clock time: milliseconds are its precision
     learned: dict = {}

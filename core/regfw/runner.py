@@ -169,7 +169,8 @@ def finish(outcome: Outcome, state, tracker, recorder: Recorder, writer=None, ex
         history.epochs_done = exc.epoch
     except Exception:  # noqa: BLE001 - keep going: the status must still be written
         pass
-    outcome.summary, outcome.learned = summarise(history, outcome.seconds, state.model, state.data)
+    outcome.summary, outcome.learned = summarise(history, outcome.seconds, state.model, state.data,
+                                                 state.loss_fn)
     try:
         tracker.log_metrics(metric_rows(outcome.summary, outcome.learned, history.epochs_done))
         tags = {T.EPOCHS_DONE: history.epochs_done}

@@ -89,4 +89,6 @@ def build(plan: Plan, params: dict, generator) -> Data:
     source = {"name": train.name, "digest": train.sha256[:DIGEST], "source": str(train.path),
               "schema": _schema(plan),
               "profile": {"num_rows": rows, "num_elements": rows * (len(plan.features) + 1)}}
-    return Data(x, y, x_test, y_test, task=plan.task, tags=tags, artifacts=artifacts, source=source)
+    target_scale = scaler["target"]["std"] if scaler is not None and "target" in scaler else None
+    return Data(x, y, x_test, y_test, task=plan.task, tags=tags, artifacts=artifacts, source=source,
+                target_scale=target_scale)
