@@ -46,9 +46,12 @@ def wrong_type(entry, got) -> str | None:
     else:
         ok = all(callable(getattr(got, name, None)) for name in ("step", "zero_grad", "state_dict"))
         wanted = "a torch.optim.Optimizer"
-    if ok:
-        return None
-    return f"{entry.kind} '{entry.name}' from plugin '{entry.plugin}' returned {type(got).__name__}, not {wanted}"
+    return None if ok else str(_wrong_type(entry, got, wanted))
+
+
+def _wrong_type(entry, got, wanted: str) -> RegfwError:
+    return RegfwError(f"{entry.kind} '{entry.name}' from plugin '{entry.plugin}' returned {type(got).__name__}, "
+                      f"not {wanted}")
 
 
 def _checked(entry, got):
@@ -77,8 +80,10 @@ def build_data(config: Config, registry) -> Data:
     import torch
 
     entry = registry.get("dataset", config.dataset.name)
-    return _checked(entry, call_factory(entry, config.dataset.params,
-                                        generator=torch.Generator().manual_seed(config.seed)))
+    data = call_factory(entry, config.dataset.params, generator=torch.Generator().manual_seed(config.seed))
+    if not isinstance(data, Data):
+        raise _wrong_type(entry, data, "regfw.Data")
+    return data
 
 
 def build_model(config: Config, registry):
