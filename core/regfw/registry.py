@@ -22,7 +22,7 @@ KINDS = ("model", "dataset", "loss", "optimizer", "experiment")
 PLURAL = {"model": "models", "dataset": "datasets", "loss": "losses", "optimizer": "optimizers", "experiment": "experiments"}
 PARTS = ("dataset", "model", "loss", "optimizer")
 SEP = ":"  # plugin:name
-BUILTIN_DISTRIBUTION = "regfw"  # the distribution that ships the built-in plugins
+BUILTIN_DISTRIBUTION = "regfw"  # ships the built-in plugins
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ class Reporter:
             self._progress.update(self._task, completed=epoch, values=shown, pace=self._pace(epoch))
         elif epoch >= self.next_line or epoch == self.total:
             speed = self._pace(epoch)
-            self.stream.write(f"{self.label} epoch {epoch}/{self.total}  {shown}" + (f"  ({speed})" if speed else "") + "\n")
+            speed = f"  ({speed})" if speed else ""
+            self.stream.write(f"{self.label} epoch {epoch}/{self.total}  {shown}{speed}\n")
             self.stream.flush()
             self.next_line = epoch + max(1, self.total // 10)
 

@@ -155,7 +155,8 @@ def sweep(**kwargs):
     if not quiet:
         done = sum(r.status == "FINISHED" for r in outcome.results)
         click.echo(f"sweep {outcome.sweep_id} {outcome.status.lower()}: {done} finished, {outcome.failed} failed"
-                   + (f", {outcome.not_run} not run" if outcome.not_run else "") + (", not recorded" if uri is None else ""))
+                   + (f", {outcome.not_run} not run" if outcome.not_run else "")
+                   + (", not recorded" if uri is None else ""))
     if not quiet and uri is not None:
         where = "" if uri == default_tracking_uri() else f" --tracking-uri '{uri}'"
         name = f"'{experiment_name}'" if " " in experiment_name else experiment_name

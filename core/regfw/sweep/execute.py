@@ -49,7 +49,8 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
               on_result=None, vectorize: bool = False, max_bucket: int | None = None,
               on_plan=None, on_fallback=None, ray=None) -> SweepResult:
     """Create the parent run, run every point (one after another, or in ``jobs`` processes),
-    close the parent (``uri`` None: ``--no-track``, nothing recorded). ``reporter`` shows a point's progress when points run here (``jobs=1``).
+    close the parent (``uri`` None: ``--no-track``, nothing recorded). ``reporter`` shows a
+    point's progress when points run here (``jobs=1``).
 
     ``vectorize``: compatible points train as stacked buckets (:mod:`regfw.vectorize`), planned
     before any run exists; ``on_plan(plan)`` sees the plan, ``on_fallback(indices, reason)`` a
