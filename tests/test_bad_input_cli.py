@@ -1,0 +1,79 @@
+"""Issue 29's hostile command lines, through the CLI against a real SQLite store: a value that does
+not fit what it feeds, a size that contradicts the data, a file that is not a file, a bad
+`landscape` target, torchrun. Each is one `regfw: error:` line, a non-zero exit and no run in the
+store, decided before anything trains (docs/reliability.md lists the checks)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+
+def refused(result) -> str:
+    """The one stderr line of a refused command: no traceback, no last-resort "unexpected"."""
+    lines = result.stderr.strip().splitlines()
+    code = result.exit_code if hasattr(result, "exit_code") else result.returncode
+    assert code == 1, (code, result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("regfw: error: "), result.stderr
+    assert "unexpected" not in lines[0] and "Traceback" not in result.stderr
+    return lines[0]
+
+
+def runs_in(uri: str) -> list:
+    """Every run in a SQLite store, read from the file itself."""
+    path = Path(uri[len("sqlite:///"):])
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as db:
+        try:
+            return db.execute("SELECT run_uuid, status FROM runs").fetchall()
+        except sqlite3.OperationalError:  # no tables: nothing was ever written
+            return []
+
+
+# -- values that do not fit what they feed -------------------------------------------------------
+BIG = str(10**400)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--lr", "1e308"], "optimizer.lr=1e+308 does not fit float32"),
+    (["--set", "optimizer.lr=1e308"], "optimizer.lr=1e308 does not fit float32"),
+    (["--set", "optimizer.weight_decay=1e308"], "optimizer.weight_decay=1e308 does not fit float32"),
+    (["--set", "dataset.noise=1e308"], "dataset.noise=1e308 does not fit float32"),
+    (["--set", f"dataset.x_min={2**64}"], f"dataset.x_min={2**64} does not fit float32 data"),
+    (["--set", f"optimizer.lr={BIG}"], "optimizer.lr=100000000000000000...00000000 (401 characters) does not fit"),
+    (["--set", f"train.epochs={2**64}"], f"train.epochs={2**64} does not fit int64"),
+    (["--epochs", str(2**63)], f"train.epochs={2**63} does not fit int64"),
+    (["--epochs", BIG], "train.epochs=100000000000000000...00000000 (401 characters) does not fit int64"),
+    (["--threads", str(2**31)], f"train.threads={2**31} does not fit int32"),
+    (["--set", f"train.threads={2**64}"], f"train.threads={2**64} does not fit int32"),
+])
+def test_a_number_that_does_not_fit_is_refused_before_any_run(invoke, store, args, expected):
+    line = refused(invoke("run", "linear", "-q", "--tracking-uri", store, *args))
+    assert expected in line, line
+    assert runs_in(store) == []
+
+
+def test_a_config_file_number_that_does_not_fit_is_refused(invoke, store, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"optimizer: {{params: {{lr: {BIG}}}}}\ntrain: {{epochs: 2}}\n")
+    assert "optimizer.lr=" in refused(invoke("run", "linear", "--config", path, "--tracking-uri", store))
+    path.write_text("dataset: {params: {noise: 1.0e+300}}\n")
+    assert "dataset.noise=1e+300 does not fit float32" in refused(
+        invoke("run", "linear", "--config", path, "--tracking-uri", store))
+    assert runs_in(store) == []
+
+
+def test_numbers_within_their_dtype_still_resolve(invoke):
+    shown = invoke("show", "linear", "--set", "optimizer.lr=3e38", "--set", f"train.epochs={2**63 - 1}",
+                   "--set", "train.threads=1_000", "--set", "dataset.x_min=-1e19")
+    assert shown.exit_code == 0, shown.stderr
+    assert "lr: 3.0e+38" in shown.stdout and f"epochs: {2**63 - 1}" in shown.stdout and "threads: 1000" in shown.stdout
+
+
+def test_more_snapshots_than_epochs_is_refused_before_any_run(invoke, store):
+    line = refused(invoke("run", "linear", "--epochs", 2, "--snapshots", 10**9, "-q", "--tracking-uri", store))
+    assert "--snapshots 1000000000 is more than the 3 parameter states a 2-epoch run has" in line
+    assert runs_in(store) == []
