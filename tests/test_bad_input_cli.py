@@ -77,3 +77,25 @@ def test_more_snapshots_than_epochs_is_refused_before_any_run(invoke, store):
     line = refused(invoke("run", "linear", "--epochs", 2, "--snapshots", 10**9, "-q", "--tracking-uri", store))
     assert "--snapshots 1000000000 is more than the 3 parameter states a 2-epoch run has" in line
     assert runs_in(store) == []
+
+
+# -- sizes that contradict the data --------------------------------------------------------------
+@pytest.mark.parametrize("args, expected", [
+    (["linear", "--set", "model.in_features=1_0"], "model.in_features=1_0: an underscore only groups digits in "
+                                                   "threes (1_000); Python would read this as 10"),
+    (["linear", "--set", "model.in_features=10"], "model.in_features=10 contradicts dataset 'linear-1d', whose "
+                                                  "in_features is 1"),
+    (["linear", "--set", "model.out_features=3"], "model.out_features=3 contradicts dataset 'linear-1d'"),
+    (["sequence", "--set", "model.in_channels=3"], "model.in_channels=3 contradicts dataset 'sine-bursts'"),
+    (["sequence", "--model", "mlp", "--set", "model.out_features=2"], "whose out_features is 4"),
+])
+def test_a_size_that_contradicts_the_data_is_refused_before_any_run(invoke, store, args, expected):
+    line = refused(invoke("run", *args, "-q", "--tracking-uri", store))
+    assert expected in line, line
+    assert runs_in(store) == []
+
+
+def test_sizes_that_agree_with_the_data_still_resolve(invoke):
+    for args in (["linear", "--set", "model.in_features=1"], ["sequence", "--model", "mlp", "--set", "model.out_features=6"],
+                 ["linear", "--set", "train.epochs=1_000"]):
+        assert invoke("show", *args).exit_code == 0, args
