@@ -5,7 +5,9 @@ store, decided before anything trains (docs/reliability.md lists the checks)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,64 @@ def test_sizes_that_agree_with_the_data_still_resolve(invoke):
     for args in (["linear", "--set", "model.in_features=1"], ["sequence", "--model", "mlp", "--set", "model.out_features=6"],
                  ["linear", "--set", "train.epochs=1_000"]):
         assert invoke("show", *args).exit_code == 0, args
+
+
+# -- files that are not files --------------------------------------------------------------------
+def alias_bomb(path: Path, levels: int = 9, width: int = 9) -> Path:
+    """A few hundred bytes that expand to width**levels values (the 'billion laughs')."""
+    lines = ["a0: &a0 [" + ", ".join(["x"] * width) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def not_a_file(kind: str, tmp_path: Path) -> tuple[Path, str]:
+    """A path that is no regular file, and what the refusal says about it."""
+    if kind == "fifo":
+        target = tmp_path / "pipe"
+        os.mkfifo(target)  # nobody writes to it: a plain open() would block forever
+        return target, "is a FIFO, not a regular file"
+    if kind == "device":
+        return Path("/dev/zero"), "is a device, not a regular file"  # read() never ends
+    target = tmp_path / "folder.csv"
+    target.mkdir()
+    return target, "is a folder"
+
+
+def timed_script(regfw_script, *args):
+    started = time.monotonic()
+    result = regfw_script(*args, env={"OMP_NUM_THREADS": "1"}, timeout=60)  # a hang fails here
+    return result, time.monotonic() - started
+
+
+@pytest.mark.parametrize("key", ["dataset.path", "dataset.test_path"])
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_a_table_that_is_not_a_file_is_refused_without_reading(regfw_script, tmp_path, key, kind):
+    target, expected = not_a_file(kind, tmp_path)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    table = tmp_path / "ok.csv"
+    table.write_text("size,price\n1,2\n2,4\n3,6\n4,8\n")
+    path = target if key == "dataset.path" else table
+    extra = ["--set", f"dataset.test_path={target}"] if key == "dataset.test_path" else []
+    result, seconds = timed_script(regfw_script, "run", "regression", "--set", f"dataset.path={path}", *extra,
+                                   "--set", "dataset.target=price", "-q", "--tracking-uri", store)
+    line = refused(result)
+    assert f"{key} {target} {expected}" in line, line
+    assert runs_in(store) == []
+    print(f"{kind} as {key}: refused in {seconds:.2f} s (with interpreter start-up)")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "bomb"])
+def test_a_ray_runtime_env_that_is_not_a_file_is_refused_before_any_run(regfw_script, tmp_path, kind):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'regfw[ray]')")
+    if kind == "bomb":
+        target, expected = alias_bomb(tmp_path / "env.yaml"), "expands to over 100000 values"
+    else:
+        target, expected = not_a_file(kind, tmp_path)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result, seconds = timed_script(regfw_script, "sweep", "linear", "--epochs", 2, "--backend", "ray",
+                                   "--ray-runtime-env", target, "-q", "--tracking-uri", store)
+    line = refused(result)
+    assert f"--ray-runtime-env {target}" in line and expected in line, line
+    assert runs_in(store) == []
+    print(f"{kind} as --ray-runtime-env: refused in {seconds:.2f} s (with interpreter start-up)")
