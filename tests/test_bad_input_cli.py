@@ -162,3 +162,16 @@ def test_a_ray_runtime_env_that_is_not_a_file_is_refused_before_any_run(regfw_sc
     assert f"--ray-runtime-env {target}" in line and expected in line, line
     assert runs_in(store) == []
     print(f"{kind} as --ray-runtime-env: refused in {seconds:.2f} s (with interpreter start-up)")
+
+
+# -- a table's cells -----------------------------------------------------------------------------
+@pytest.mark.parametrize("cell, shown", [("1e308", "1e+308"), ("-3.5e39", "-3.5e+39")])
+def test_a_table_cell_that_does_not_fit_float32_is_refused_naming_row_and_column(invoke, store, tmp_path, cell, shown):
+    table = tmp_path / "houses.csv"
+    table.write_text(f"size,price\n1,2\n2,4\n{cell},6\n4,8\n")
+    line = refused(invoke("run", "regression", "--set", f"dataset.path={table}", "--set", "dataset.target=price",
+                          "-q", "--tracking-uri", store))
+    assert f"houses.csv: column 'size' row 3 holds {shown}, which does not fit float32" in line, line
+    assert runs_in(store) == []
+    table.write_text("size,price\n1,2\n2,4\n3e38,6\n4,8\n")  # within float32: still a table
+    assert invoke("show", "regression", "--set", f"dataset.path={table}", "--set", "dataset.target=price").exit_code == 0
