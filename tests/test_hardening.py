@@ -154,7 +154,7 @@ def test_config_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path,
                             env=clean_env(), timeout=60)
     assert result.returncode == 1
     line = one_line_error(result)
-    assert ("is a directory" if kind == "folder" else "not a regular file") in line
+    assert ("is a folder" if kind == "folder" else "not a regular file") in line
 
 
 # -- 9. stores no run can be kept in ---------------------------------------------------------------

@@ -276,7 +276,7 @@ def test_an_unreachable_cluster_is_one_line(invoke, tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["--retries", "1"], "--retries goes with --backend ray"),
     (["--backend", "ray", "--jobs", "2"], "--jobs is for --backend local"),
-    (["--backend", "ray", "--ray-runtime-env", "missing.yaml"], "cannot read --ray-runtime-env"),
+    (["--backend", "ray", "--ray-runtime-env", "missing.yaml"], "--ray-runtime-env not found"),
 ])
 def test_ray_options_misused_are_one_line(invoke, store, args, needle):
     result = invoke("sweep", "linear", "--epochs", 5, "--tracking-uri", store, *args)

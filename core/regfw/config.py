@@ -134,6 +134,25 @@ def fill_sizes(model_params: dict, dims: dict) -> dict:
     return model_params
 
 
+# Sizes a model must take exactly as the data has them: a wrong one fails at epoch 1 ("mat1 and
+# mat2 shapes cannot be multiplied") after the run exists. out_features is checked by the task.
+INPUT_SIZES = ("in_features", "in_channels")
+
+
+def check_sizes(model_params: dict, dims: dict, dataset: str) -> None:
+    """Refuse an explicit model size that contradicts the dataset's ``dims``, naming both."""
+    wrong = [key for key in INPUT_SIZES if key in dims and model_params.get(key) not in (None, dims[key])]
+    outputs, task = dims.get("out_features"), dims.get("task")
+    given = model_params.get("out_features")
+    if outputs is not None and given is not None and given != outputs:
+        if task != "multiclass" or given < outputs:  # more logits than classes still trains
+            wrong.append("out_features")
+    if wrong:
+        key = wrong[0]
+        raise RegfwError(f"model.{key}={model_params[key]} contradicts dataset '{dataset}', whose {key} is "
+                         f"{dims[key]}; leave model.{key} unset and it is taken from the data")
+
+
 def check_task(registry: Registry, parts: dict, task: str | None) -> None:
     """Refuse a loss that means nothing on the dataset's task (its dims' ``"task"``) when the
     loss declares the tasks it takes (``extras={"tasks": (...)}``); either left out: no check."""
@@ -255,6 +274,7 @@ def resolve(
     # A model swapped in without sizes gets them from the dataset (cheap metadata, nothing built).
     dataset_entry = registry.get("dataset", names["dataset"])
     dims = dataset_dims(dataset_entry, parts["dataset"].params)
+    check_sizes(parts["model"].params, dims, names["dataset"])
     fill_sizes(parts["model"].params, dims)
     check_task(registry, parts, dims.get("task"))
 

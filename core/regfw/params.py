@@ -9,12 +9,25 @@ gets the same one-line error for a wrong type or an out-of-range value.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from regfw.errors import RegfwError, did_you_mean, show
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}
+
+# What a number must fit, by the dtype it ends up in. Floats become float32 tensors (torch's default
+# dtype: a learning rate, a noise std, a data bound), integers become int64 (tensor sizes, MLflow's
+# step column). A value past these would only fail mid-run, after the run exists, or never end.
+LIMITS = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308,
+          "int64": 2**63 - 1, "int32": 2**31 - 1}
+# A dataset's number ends up in the data, which a loss squares (MSE): past sqrt(float32 max) the
+# first loss is inf, a FAILED run that blames "NaN or inf in the data".
+DATA_LIMIT = math.sqrt(LIMITS["float32"])
+# Underscores are read only as Python's thousands grouping (1_000_000): `1_0` is a typo that Python
+# would read as 10, and a size silently read as 10 is worse than a refusal.
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(_\d{3})+(\.\d*)?([eE][+-]?\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,9 @@ class Param:
     literals: tuple = ()  # strings accepted besides the type, e.g. ("full",) for batch sizes
     item: type | None = None  # element type of a list
     finite: bool = True  # floats: reject nan and inf
+    max: float | None = None  # inclusive upper bound
+    lt: float | None = None  # exclusive upper bound
+    dtype: str | None = None  # what the value must fit (LIMITS); default float32 or int64 by type
 
     def __post_init__(self):
         if self.type is None:
@@ -39,6 +55,8 @@ class Param:
             object.__setattr__(self, "nullable", True)  # a None default means "unset" is valid
         if self.type is list and self.item is None and self.default:
             object.__setattr__(self, "item", type(self.default[0]))
+        if self.dtype is None and self.type in (int, float):
+            object.__setattr__(self, "dtype", "int64" if self.type is int else "float32")
 
     def describe(self) -> str:
         kind = self.type.__name__ if self.type is not list else f"list[{(self.item or str).__name__}]"
@@ -54,8 +72,18 @@ class Param:
         if isinstance(value, str) and value in self.literals:
             return value
         coerced = self._coerce_type(value, key)
+        self._check_fits(coerced, value, key)
         self._check_range(coerced, key)
         return coerced
+
+    def _check_fits(self, number: Any, given: Any, key: str) -> None:
+        """A number past what its dtype holds: one line in the param's own words."""
+        if self.dtype is None or isinstance(number, bool) or not isinstance(number, (int, float)):
+            return
+        limit = LIMITS[self.dtype]
+        if (isinstance(number, int) or math.isfinite(number)) and abs(number) > limit:
+            most = f"{limit:.4g}" if isinstance(limit, float) else f"2**{limit.bit_length()} - 1"
+            raise RegfwError(f"{key}={typed(given)} does not fit {self.dtype} (at most {most})")
 
     def _coerce_type(self, value: Any, key: str) -> Any:
         want = self.type
@@ -76,6 +104,7 @@ class Param:
             if isinstance(value, int):
                 return value
             if isinstance(value, str):
+                _check_grouping(value, key)
                 try:
                     return int(value.strip().replace("_", ""))
                 except ValueError:
@@ -84,15 +113,21 @@ class Param:
         if want is float:
             if isinstance(value, bool):
                 raise bad
-            if isinstance(value, (int, float)):
-                number = float(value)
-            elif isinstance(value, str):
-                try:
+            try:
+                if isinstance(value, (int, float)):
+                    number = float(value)
+                elif isinstance(value, str):
+                    _check_grouping(value, key)
                     number = float(value.strip())
-                except ValueError:
-                    raise bad from None
-            else:
-                raise bad
+                else:
+                    raise bad
+            except ValueError:
+                raise bad from None
+            except OverflowError:  # an integer of hundreds of digits
+                raise RegfwError(f"{key}={typed(value)} does not fit {self.dtype or 'float64'}") from None
+            if math.isinf(number) and not (isinstance(value, float) or "inf" in value.lower()):
+                # 1e309 or 400 digits: a number, too big even for the float64 it was read into
+                raise RegfwError(f"{key}={typed(value)} does not fit {self.dtype or 'float64'}")
             if self.finite and not math.isfinite(number):
                 raise RegfwError(f"{key} must be a finite number, got {show(value)}")
             return number
@@ -120,6 +155,32 @@ class Param:
                 raise RegfwError(f"{key} must be at least {self.min}, got {show(value)}")
             if self.gt is not None and number <= self.gt:
                 raise RegfwError(f"{key} must be greater than {self.gt}, got {show(value)}")
+            if self.max is not None and number > self.max:
+                raise RegfwError(f"{key} must be at most {self.max}, got {show(value)}")
+            if self.lt is not None and number >= self.lt:
+                raise RegfwError(f"{key} must be less than {self.lt}, got {show(value)}")
+
+
+def typed(value: Any) -> str:
+    """The value as the user typed it (a string) or as YAML gave it, cut to one readable line."""
+    text = value.strip() if isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:18] + "..." + text[-8:] + f" ({len(text)} characters)"
+
+
+def _check_grouping(text: str, key: str) -> None:
+    if "_" in text and not _GROUPED.match(text.strip()):
+        read = text.strip().replace("_", "")
+        raise RegfwError(f"{key}={typed(text)}: an underscore only groups digits in threes (1_000); "
+                         f"Python would read this as {read[:40]}: write that if you mean it")
+
+
+def check_data_scale(key: str, value: Any, given: Any) -> None:
+    """A dataset's number (a bound, a weight, a noise std) must stay finite once a loss squares it."""
+    numbers = value if isinstance(value, list) else [value]
+    for number in numbers:
+        if isinstance(number, float) and abs(number) > DATA_LIMIT:
+            raise RegfwError(f"{key}={typed(given)} does not fit float32 data: a loss squares it, and past "
+                             f"{DATA_LIMIT:.4g} the square is inf")
 
 
 def as_params(spec: dict | None) -> dict[str, Param]:
@@ -144,5 +205,7 @@ def validate(section: str, declared: dict[str, Param], given: dict, owner: str) 
             hint = hint if hint.startswith(" (did") else ""
             raise RegfwError(f"unknown key {show(f'{section}.{key}')} for {owner}{hint}; valid keys: {valid}")
         out[key] = declared[key].coerce(value, f"{section}.{key}")
+        if section == "dataset":
+            check_data_scale(f"{section}.{key}", out[key], value)
     return out
 

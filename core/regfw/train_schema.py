@@ -13,7 +13,7 @@ TRAIN_SCHEMA: dict[str, Param] = {
     "shuffle": Param(True, help="reshuffle mini-batches every epoch"),
     "log_every": Param(None, type=int, min=1, help="record metrics every N epochs (default: ~1000 points)"),
     "metrics": Param([], type=list, item=str, help=f"extra metrics: {', '.join(METRICS)}"),
-    "threads": Param(None, type=int, min=1, help="CPU threads torch uses (default: torch's own, one per core)"),
+    "threads": Param(None, type=int, min=1, dtype="int32", help="CPU threads torch uses (default: torch's own, one per core)"),
     "grad": Param("autograd", choices=("autograd", "formula"), help="'formula': the model computes its own gradients"),
 }
 TRAIN_KEYS = tuple(TRAIN_SCHEMA)

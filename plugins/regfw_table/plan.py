@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from regfw.errors import RegfwError, did_you_mean
+from regfw.params import LIMITS
 from regfw_table.read import Table, read
 
 AUTO_CLASSES = 20  # task=auto: integer targets with at most this many values are class labels
+FLOAT32_MAX = LIMITS["float32"]  # the dtype every table becomes
 SHOWN = 8  # columns named in a message before "... (N in all)"
 
 
@@ -115,6 +117,13 @@ def _missing(frame, table: Table, columns: list[str], dropna: bool):
             row = int(series.abs().eq(float("inf")).to_numpy().argmax()) + 1
             raise RegfwError(f"{table.name}: column {column!r} holds an infinite value (row {row}); "
                              f"only finite numbers can be trained on")
+        if _is_number(series) and series.dtype.kind in "fiu":
+            # The tensors are float32: a bigger cell becomes inf there, and the run fails "NaN or inf".
+            over = series.abs().gt(FLOAT32_MAX).to_numpy()
+            if over.any():
+                row = int(over.argmax())
+                raise RegfwError(f"{table.name}: column {column!r} row {row + 1} holds {series.iloc[row].item()!r}, which does "
+                                 f"not fit float32 (at most {FLOAT32_MAX:.4g}); rescale the column")
     if count == 0:
         return frame[columns], 0
     if dropna:

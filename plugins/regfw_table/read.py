@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,39 +52,32 @@ def available_memory() -> int | None:
     return None
 
 
-def _stat(key: str, text: str) -> tuple[Path, os.stat_result]:
-    try:
-        path = Path(text).expanduser()
-        info = path.stat()
-    except FileNotFoundError:
-        raise RegfwError(f"{key}: no such file: {text}") from None
-    except PermissionError:
-        raise RegfwError(f"{key}: cannot read {text}: permission denied") from None
-    except (OSError, ValueError) as exc:  # a name too long, a NUL byte ...
-        raise RegfwError(f"{key}: cannot open {text[:80]!r}: {getattr(exc, 'strerror', None) or exc}") from None
-    if path.is_dir():
-        raise RegfwError(f"{key}: {text} is a folder, not a CSV or Parquet file")
-    return path, info
-
-
 def read(key: str, text: str) -> Table:
-    """The table at ``text`` (``key`` names the parameter in messages), or a one-line RegfwError."""
-    path, info = _stat(key, text)
-    memory = available_memory()
-    if memory is not None and info.st_size > MEMORY_SHARE * memory:
-        # Refuse before reading a byte: being killed by the OOM killer is not a one-line error.
-        raise RegfwError(f"{key}: {path.name} is {gigabytes(info.st_size)}, more than half of the "
-                         f"{gigabytes(memory)} of memory available; train on a sample of it")
-    stamp = (str(path.resolve()), info.st_size, info.st_mtime_ns)
-    if stamp in _cache:
-        _cache.move_to_end(stamp)
-        return _cache[stamp]
+    """The table at ``text`` (``key`` names the parameter in messages), or a one-line RegfwError.
+    Through regfw's guarded reader: a FIFO, a device (``/dev/zero``) or a folder is refused from
+    the open file's fstat, and nothing past the memory bound is read."""
+    from regfw.files import open_regular
+
+    opened = open_regular(text, key, "a CSV or Parquet file")
     try:
-        raw = path.read_bytes()
-    except PermissionError:
-        raise RegfwError(f"{key}: cannot read {text}: permission denied") from None
-    except OSError as exc:
-        raise RegfwError(f"{key}: cannot read {text}: {exc.strerror or exc}") from None
+        path, info = opened.path, opened.info
+        memory = available_memory()
+        if memory is not None and info.st_size > MEMORY_SHARE * memory:
+            # Refuse before reading a byte: being killed by the OOM killer is not a one-line error.
+            raise RegfwError(f"{key}: {path.name} is {gigabytes(info.st_size)}, more than half of the "
+                             f"{gigabytes(memory)} of memory available; train on a sample of it")
+        stamp = (str(path.resolve()), info.st_size, info.st_mtime_ns)
+        if stamp in _cache:
+            _cache.move_to_end(stamp)
+            return _cache[stamp]
+        # The bound holds while reading too: a file that grows past it is refused, not read on.
+        limit = int(MEMORY_SHARE * memory) if memory is not None else info.st_size
+        try:
+            raw = opened.read(limit, key)
+        except OSError as exc:
+            raise RegfwError(f"{key}: cannot read {text}: {exc.strerror or exc}") from None
+    finally:
+        opened.close()
     if not raw or raw.isspace():  # isspace: no copy of a large file
         raise RegfwError(f"{key}: {path.name} is empty")
     is_parquet = raw[:4] == PARQUET_MAGIC or path.suffix.lower() in (".parquet", ".pq")

@@ -78,6 +78,10 @@ def run(ctx, **kwargs):
     config = resolve_from_options(plugins, kwargs)
     if kwargs["checkpoint_every"] and kwargs["no_track"]:
         raise RegfwError("--checkpoint-every stores checkpoints in the MLflow run; it cannot be used with --no-track")
+    epochs = config.train["epochs"]
+    if snapshots and snapshots > epochs + 1:  # the states are epochs 0..E: more would repeat them
+        raise RegfwError(f"--snapshots {snapshots} is more than the {epochs + 1} parameter states a {epochs}-epoch "
+                         f"run has (epoch 0 to {epochs}); give at most {epochs + 1}")
     if (snapshots or landscape) and kwargs["no_track"]:
         raise RegfwError("--snapshots and --landscape are stored in the MLflow run; they cannot be used with --no-track")
     from regfw.cli.progress import Reporter

@@ -21,7 +21,6 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
@@ -58,16 +57,15 @@ class RayOptions:
         return f"the Ray cluster at {self.target}" if self.target else "a local Ray instance"
 
 
+MAX_RUNTIME_ENV_BYTES = 1_000_000  # pip lists and env_vars: kilobytes; a working_dir is shipped by path
+
+
 def load_runtime_env(path: str) -> dict:
     """``--ray-runtime-env FILE``: a YAML or JSON mapping handed to Ray as it is (pip, working_dir, env_vars...)."""
-    import yaml
+    from regfw.files import load_yaml
 
-    try:
-        value = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise RegfwError(f"cannot read --ray-runtime-env {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise RegfwError(f"--ray-runtime-env {path} is not YAML or JSON: {squeeze(str(exc), 120)}") from None
+    # Through the guarded reader, as --config: a FIFO, /dev/zero or an alias bomb is one line.
+    value = load_yaml(path, "--ray-runtime-env", MAX_RUNTIME_ENV_BYTES, "a runtime_env is at most")
     if not isinstance(value, dict):
         raise RegfwError(f"--ray-runtime-env {path} must hold a mapping (pip:, working_dir:, env_vars:...), "
                          f"not {type(value).__name__}")

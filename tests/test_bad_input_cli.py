@@ -1,0 +1,177 @@
+"""Issue 29's hostile command lines, through the CLI against a real SQLite store: a value that does
+not fit what it feeds, a size that contradicts the data, a file that is not a file, a bad
+`landscape` target, torchrun. Each is one `regfw: error:` line, a non-zero exit and no run in the
+store, decided before anything trains (docs/reliability.md lists the checks)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+
+def refused(result) -> str:
+    """The one stderr line of a refused command: no traceback, no last-resort "unexpected"."""
+    lines = result.stderr.strip().splitlines()
+    code = result.exit_code if hasattr(result, "exit_code") else result.returncode
+    assert code == 1, (code, result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("regfw: error: "), result.stderr
+    assert "unexpected" not in lines[0] and "Traceback" not in result.stderr
+    return lines[0]
+
+
+def runs_in(uri: str) -> list:
+    """Every run in a SQLite store, read from the file itself."""
+    path = Path(uri[len("sqlite:///"):])
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as db:
+        try:
+            return db.execute("SELECT run_uuid, status FROM runs").fetchall()
+        except sqlite3.OperationalError:  # no tables: nothing was ever written
+            return []
+
+
+# -- values that do not fit what they feed -------------------------------------------------------
+BIG = str(10**400)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--lr", "1e308"], "optimizer.lr=1e+308 does not fit float32"),
+    (["--set", "optimizer.lr=1e308"], "optimizer.lr=1e308 does not fit float32"),
+    (["--set", "optimizer.weight_decay=1e308"], "optimizer.weight_decay=1e308 does not fit float32"),
+    (["--set", "dataset.noise=1e308"], "dataset.noise=1e308 does not fit float32"),
+    (["--set", f"dataset.x_min={2**64}"], f"dataset.x_min={2**64} does not fit float32 data"),
+    (["--set", f"optimizer.lr={BIG}"], "optimizer.lr=100000000000000000...00000000 (401 characters) does not fit"),
+    (["--set", f"train.epochs={2**64}"], f"train.epochs={2**64} does not fit int64"),
+    (["--epochs", str(2**63)], f"train.epochs={2**63} does not fit int64"),
+    (["--epochs", BIG], "train.epochs=100000000000000000...00000000 (401 characters) does not fit int64"),
+    (["--threads", str(2**31)], f"train.threads={2**31} does not fit int32"),
+    (["--set", f"train.threads={2**64}"], f"train.threads={2**64} does not fit int32"),
+])
+def test_a_number_that_does_not_fit_is_refused_before_any_run(invoke, store, args, expected):
+    line = refused(invoke("run", "linear", "-q", "--tracking-uri", store, *args))
+    assert expected in line, line
+    assert runs_in(store) == []
+
+
+def test_a_config_file_number_that_does_not_fit_is_refused(invoke, store, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"optimizer: {{params: {{lr: {BIG}}}}}\ntrain: {{epochs: 2}}\n")
+    assert "optimizer.lr=" in refused(invoke("run", "linear", "--config", path, "--tracking-uri", store))
+    path.write_text("dataset: {params: {noise: 1.0e+300}}\n")
+    assert "dataset.noise=1e+300 does not fit float32" in refused(
+        invoke("run", "linear", "--config", path, "--tracking-uri", store))
+    assert runs_in(store) == []
+
+
+def test_numbers_within_their_dtype_still_resolve(invoke):
+    shown = invoke("show", "linear", "--set", "optimizer.lr=3e38", "--set", f"train.epochs={2**63 - 1}",
+                   "--set", "train.threads=1_000", "--set", "dataset.x_min=-1e19")
+    assert shown.exit_code == 0, shown.stderr
+    assert "lr: 3.0e+38" in shown.stdout and f"epochs: {2**63 - 1}" in shown.stdout and "threads: 1000" in shown.stdout
+
+
+def test_more_snapshots_than_epochs_is_refused_before_any_run(invoke, store):
+    line = refused(invoke("run", "linear", "--epochs", 2, "--snapshots", 10**9, "-q", "--tracking-uri", store))
+    assert "--snapshots 1000000000 is more than the 3 parameter states a 2-epoch run has" in line
+    assert runs_in(store) == []
+
+
+# -- sizes that contradict the data --------------------------------------------------------------
+@pytest.mark.parametrize("args, expected", [
+    (["linear", "--set", "model.in_features=1_0"], "model.in_features=1_0: an underscore only groups digits in "
+                                                   "threes (1_000); Python would read this as 10"),
+    (["linear", "--set", "model.in_features=10"], "model.in_features=10 contradicts dataset 'linear-1d', whose "
+                                                  "in_features is 1"),
+    (["linear", "--set", "model.out_features=3"], "model.out_features=3 contradicts dataset 'linear-1d'"),
+    (["sequence", "--set", "model.in_channels=3"], "model.in_channels=3 contradicts dataset 'sine-bursts'"),
+    (["sequence", "--model", "mlp", "--set", "model.out_features=2"], "whose out_features is 4"),
+])
+def test_a_size_that_contradicts_the_data_is_refused_before_any_run(invoke, store, args, expected):
+    line = refused(invoke("run", *args, "-q", "--tracking-uri", store))
+    assert expected in line, line
+    assert runs_in(store) == []
+
+
+def test_sizes_that_agree_with_the_data_still_resolve(invoke):
+    for args in (["linear", "--set", "model.in_features=1"], ["sequence", "--model", "mlp", "--set", "model.out_features=6"],
+                 ["linear", "--set", "train.epochs=1_000"]):
+        assert invoke("show", *args).exit_code == 0, args
+
+
+# -- files that are not files --------------------------------------------------------------------
+def alias_bomb(path: Path, levels: int = 9, width: int = 9) -> Path:
+    """A few hundred bytes that expand to width**levels values (the 'billion laughs')."""
+    lines = ["a0: &a0 [" + ", ".join(["x"] * width) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def not_a_file(kind: str, tmp_path: Path) -> tuple[Path, str]:
+    """A path that is no regular file, and what the refusal says about it."""
+    if kind == "fifo":
+        target = tmp_path / "pipe"
+        os.mkfifo(target)  # nobody writes to it: a plain open() would block forever
+        return target, "is a FIFO, not a regular file"
+    if kind == "device":
+        return Path("/dev/zero"), "is a device, not a regular file"  # read() never ends
+    target = tmp_path / "folder.csv"
+    target.mkdir()
+    return target, "is a folder"
+
+
+def timed_script(regfw_script, *args):
+    started = time.monotonic()
+    result = regfw_script(*args, env={"OMP_NUM_THREADS": "1"}, timeout=60)  # a hang fails here
+    return result, time.monotonic() - started
+
+
+@pytest.mark.parametrize("key", ["dataset.path", "dataset.test_path"])
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_a_table_that_is_not_a_file_is_refused_without_reading(regfw_script, tmp_path, key, kind):
+    target, expected = not_a_file(kind, tmp_path)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    table = tmp_path / "ok.csv"
+    table.write_text("size,price\n1,2\n2,4\n3,6\n4,8\n")
+    path = target if key == "dataset.path" else table
+    extra = ["--set", f"dataset.test_path={target}"] if key == "dataset.test_path" else []
+    result, seconds = timed_script(regfw_script, "run", "regression", "--set", f"dataset.path={path}", *extra,
+                                   "--set", "dataset.target=price", "-q", "--tracking-uri", store)
+    line = refused(result)
+    assert f"{key} {target} {expected}" in line, line
+    assert runs_in(store) == []
+    print(f"{kind} as {key}: refused in {seconds:.2f} s (with interpreter start-up)")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "bomb"])
+def test_a_ray_runtime_env_that_is_not_a_file_is_refused_before_any_run(regfw_script, tmp_path, kind):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'regfw[ray]')")
+    if kind == "bomb":
+        target, expected = alias_bomb(tmp_path / "env.yaml"), "expands to over 100000 values"
+    else:
+        target, expected = not_a_file(kind, tmp_path)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result, seconds = timed_script(regfw_script, "sweep", "linear", "--epochs", 2, "--backend", "ray",
+                                   "--ray-runtime-env", target, "-q", "--tracking-uri", store)
+    line = refused(result)
+    assert f"--ray-runtime-env {target}" in line and expected in line, line
+    assert runs_in(store) == []
+    print(f"{kind} as --ray-runtime-env: refused in {seconds:.2f} s (with interpreter start-up)")
+
+
+# -- a table's cells -----------------------------------------------------------------------------
+@pytest.mark.parametrize("cell, shown", [("1e308", "1e+308"), ("-3.5e39", "-3.5e+39")])
+def test_a_table_cell_that_does_not_fit_float32_is_refused_naming_row_and_column(invoke, store, tmp_path, cell, shown):
+    table = tmp_path / "houses.csv"
+    table.write_text(f"size,price\n1,2\n2,4\n{cell},6\n4,8\n")
+    line = refused(invoke("run", "regression", "--set", f"dataset.path={table}", "--set", "dataset.target=price",
+                          "-q", "--tracking-uri", store))
+    assert f"houses.csv: column 'size' row 3 holds {shown}, which does not fit float32" in line, line
+    assert runs_in(store) == []
+    table.write_text("size,price\n1,2\n2,4\n3e38,6\n4,8\n")  # within float32: still a table
+    assert invoke("show", "regression", "--set", f"dataset.path={table}", "--set", "dataset.target=price").exit_code == 0
