@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from regfw.errors import RegfwError
+from regfw.store.keys import stored
 from regfw.tune.space import parse_dimension
 
 REGFW = str(Path(sys.executable).with_name("regfw"))
-LR = "optimizer.lr=log(1e-5,1e-3)"
+LR = "optimizer.lr=log(1e-5,1e-4)"
 MOMENTUM = "optimizer.momentum=float(0,0.95)"
 
 
@@ -87,6 +88,7 @@ def test_bad_forms_are_one_line(text, words):
     (["--space", LR, "--sampler", "grid"], "needs a grid"),
     (["--space", LR, "--report-every", "3", "--log-every", "2"], "not a multiple"),
     (["--space", LR, "--max-bucket", "4"], "goes with --vectorize"),
+    (["--space", LR, "--vectorize"], "not available yet"),
 ])
 def test_bad_input_is_one_line_and_no_run(invoke, tmp_path, args, words):
     store = tmp_path / "store" / "mlflow.db"
@@ -133,15 +135,15 @@ def test_a_study_is_recorded_reproducible_and_continued(store, tmp_path):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
     assert {r.data.tags["regfw.trial_state"] for r in children} == {"complete"}
-    assert parent.info.status == "FINISHED" and parent.data.params["tune.space.optimizer.lr"] == "log(1e-5,1e-3)"
+    assert parent.info.status == "FINISHED" and parent.data.params["tune.space.optimizer.lr"] == LR.split("=", 1)[1]
     by_trial = {int(r.data.tags["regfw.trial"]): r for r in children}
     for trial in study.trials:  # the study and MLflow agree on every trial's params and value
         run = by_trial[trial.number]
         assert float(run.data.params["optimizer.lr"]) == trial.params["optimizer.lr"]
-        assert run.data.metrics["final_train_loss"] == pytest.approx(trial.value, rel=1e-6)
+        assert run.data.metrics[stored("final_train_loss")] == pytest.approx(trial.value, rel=1e-6)
     best = study.best_trial
     assert parent.data.tags["regfw.study_best_run"] == best.user_attrs["regfw.run_id"]
-    assert parent.data.metrics["best_value"] == pytest.approx(best.value, rel=1e-6)
+    assert parent.data.metrics[stored("best_value")] == pytest.approx(best.value, rel=1e-6)
     assert f"run {best.user_attrs['regfw.run_id']}" in first.stdout
     command = next(line.split("repeat: ", 1)[1] for line in first.stdout.splitlines() if "repeat: " in line)
     assert f"optimizer.lr={best.params['optimizer.lr']!r}" in command
@@ -186,7 +188,7 @@ def test_pruned_trials_stop_early_with_their_curve(store):
         epoch = int(run.data.tags["regfw.pruned_at_epoch"])
         assert run.info.status == "FINISHED" and run.data.tags["regfw.trial_state"] == "pruned"
         assert int(run.data.tags["regfw.epochs_done"]) == epoch < 400
-        curve = client.get_metric_history(run.info.run_id, "train/train_loss")
+        curve = client.get_metric_history(run.info.run_id, stored("train_loss"))
         assert max(m.step for m in curve) == epoch
         assert sorted(trial.intermediate_values) == list(range(20, epoch + 1, 20))
 
@@ -196,7 +198,7 @@ def test_pruned_trials_stop_early_with_their_curve(store):
 def test_a_stopped_search_leaves_nothing_running(store, signum):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("REGFW_")}
     proc = subprocess.Popen([REGFW, "tune", "quadratic-linear", "--space", LR, "--space", MOMENTUM,
-                             "--tracking-uri", store, "--trials", 50, "--epochs", 200000, "--study", "x"],
+                             "--tracking-uri", store, "--trials", "50", "--epochs", "200000", "--study", "x"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env | {"OMP_NUM_THREADS": "1"})
     try:

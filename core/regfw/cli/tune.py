@@ -147,6 +147,8 @@ def _search_from_options(registry, kwargs: dict):
             raise RegfwError(f"--{name} must be one of {', '.join(allowed)}, got {kwargs[name]!r}")
     if kwargs["max_bucket"] and not kwargs["vectorize"]:
         raise RegfwError("--max-bucket goes with --vectorize")
+    if kwargs["vectorize"]:  # stacked trials are not built yet (issue 24): say so rather than run them one by one
+        raise RegfwError("regfw tune --vectorize is not available yet: trials run one after another without it")
     seed = kwargs.pop("seed")  # the search's seed; a run's own seed is --set seed=N or --space seed=...
     config_path = kwargs.pop("config_path")
     config_file = load_config_file(config_path) if config_path else None

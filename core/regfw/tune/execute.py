@@ -1,7 +1,7 @@
 """Training a batch of asked trials: each one a sweep point, run the way sweep points run.
 
-One after another here (``regfw.sweep.points.run_point``), or, with ``--vectorize``, as one
-stacked program (:mod:`regfw.tune.stacked`). Either way every trial's result is handed to ``tell``
+One after another here (``regfw.sweep.points.run_point``); a stacked program (``--vectorize``)
+is not built yet. Every trial's result is handed to ``tell``
 as soon as it is known, and the interrupt that stopped the batch (or None) is returned.
 """
 
@@ -20,10 +20,6 @@ def train_trials(search, registry, trials, uri: str, experiment_name: str, paren
             tell(trial, TrialResult(trial.number, "failed", dict(trial.params), error=error))
         else:
             tasks.append((trial, task))
-    if search.stack > 1 and len(tasks) > 1:
-        from regfw.tune.stacked import train_stacked
-
-        return train_stacked(search, tasks, tell, watch=watch, on_plan=on_plan)
     for trial, task in tasks:
         point = run_point(task, reporter, watch=watch(trial) if watch is not None else None)
         tell(trial, trial_result(search, trial, point))

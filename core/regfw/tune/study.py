@@ -98,6 +98,8 @@ def open_study(storage_url: str, name: str, direction: str, sampler, pruner, sea
 
     from regfw.tune.space import space_difference
 
+    if storage_url.startswith("sqlite:///"):  # a new store's folder does not exist yet
+        Path(storage_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     try:
         storage = optuna.storages.RDBStorage(storage_url)
     except Exception as exc:  # noqa: BLE001 - a URL Optuna cannot open: one line
