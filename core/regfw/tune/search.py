@@ -13,7 +13,6 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from regfw.errors import RegfwError
 from regfw.interrupts import Interrupted, held, sigterm_as_interrupt
 from regfw.store import tags as T
 
@@ -40,19 +39,6 @@ class Search:
     storage: str = ""
     report_every: int = 1
     stack: int = 1  # trials asked together and trained as one stacked program (--vectorize)
-
-
-@dataclass
-class TrialResult:
-    number: int
-    state: str  # complete | pruned | failed
-    values: dict
-    run_id: str | None = None
-    value: float | None = None
-    error: str | None = None
-    seconds: float = 0.0
-    pruned_at: int | None = None
-    bucket: str = ""
 
 
 @dataclass
@@ -108,13 +94,6 @@ class Reporting:
         self.trial.report(self.value_at(points), epoch)
         if self.prune and epoch < self.epochs and self.trial.should_prune():
             raise Pruned(epoch)
-
-
-def config_for(search: Search, registry, values: dict):
-    from regfw.config import parse_set, resolve
-
-    texts = list(search.sets) + [dim.as_set(values[dim.key]) for dim in search.dims]
-    return resolve(registry, search.experiment, sets=parse_set(texts), **search.resolve_kwargs)
 
 
 def run_command(search: Search, values: dict, extra: list[str]) -> str:
@@ -216,7 +195,7 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
     deadline = None if search.timeout is None else time.monotonic() + search.timeout
     curve = curve_of(search.metric)
 
-    def tell(trial, tr: TrialResult) -> None:
+    def tell(trial, tr) -> None:
         with held() as late:  # the study and MLflow must agree on how the trial ended
             state = {"complete": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
                      "failed": optuna.trial.TrialState.FAIL}[tr.state]
@@ -294,40 +273,3 @@ def _note_best(study, result: TuneResult) -> bool:
     result.best_number, result.best_value = best.number, best.value
     result.best_run_id, result.best_values = best.user_attrs.get("regfw.run_id"), dict(best.params)
     return True
-
-
-def trial_name(search: Search, number: int, values: dict) -> str:
-    """``trial 3 lr=0.00125 momentum=0.847``: the number and the searched values, short."""
-    shown = [f"{k.rsplit('.', 1)[-1]}={f'{v:.3g}' if isinstance(v, float) else v}" for k, v in values.items()]
-    return " ".join([f"trial {number}"] + shown)
-
-
-def trial_task(search: Search, registry, trial, uri: str, experiment_name: str, parent_id: str):
-    """A trial as a sweep point (:class:`regfw.sweep.points.PointTask`), or the reason it cannot be one."""
-    from regfw.sweep.points import PointTask
-
-    try:
-        config = config_for(search, registry, trial.params)
-    except RegfwError as exc:
-        return None, str(exc)
-    tags = {T.PARENT: parent_id, T.STUDY: search.study, T.TRIAL: trial.number, T.TRIAL_STATE: "running",
-            T.RUN_COLOR: T.point_color(trial.number)}
-    return PointTask(trial.number, config, trial_name(search, trial.number, trial.params), uri,
-                     experiment_name, tags), None
-
-
-def trial_result(search: Search, trial, point) -> TrialResult:
-    """What a trained point means to the study."""
-    tr = TrialResult(trial.number, "failed", dict(trial.params), point.run_id, error=point.error,
-                     seconds=point.seconds, pruned_at=point.pruned_at)
-    if point.status == "FINISHED" and point.pruned_at is not None:
-        tr.state = "pruned"
-    elif point.status == "FINISHED":
-        value = point.summary.get(search.metric)
-        if value is None or not math.isfinite(value):
-            tr.error = f"the run recorded no finite {search.metric}"
-        else:
-            tr.state, tr.value = "complete", float(value)
-    elif point.status == "KILLED":
-        tr.error = point.error or "interrupted"
-    return tr
