@@ -81,9 +81,9 @@ def tune(**kwargs):
 
     \b
     Examples:
-      regfw tune quadratic-linear --space optimizer.lr=log(1e-4,1e-1) \\
-          --space optimizer.momentum=float(0,0.95) --trials 32 --seed 0
-      regfw tune mlp-regression --space optimizer.lr=log(1e-4,1e-1) --pruner median --epochs 10
+      regfw tune quadratic-linear --space 'optimizer.lr=log(1e-5,1e-4)' \\
+          --space 'optimizer.momentum=float(0,0.95)' --trials 32 --seed 0
+      regfw tune mlp-regression --space 'optimizer.lr=log(1e-4,1e-1)' --pruner median --epochs 10
       regfw runs quadratic-linear --study NAME        # its trials, best first
     """
     from regfw.plugins import get_plugins
@@ -105,7 +105,7 @@ def tune(**kwargs):
         search.storage = default_storage(uri)
     if not quiet:
         how = f"stacked {search.stack} at a time" if search.stack > 1 else "one after another"
-        amount = f"{search.trials} trials" if search.trials else "trials"
+        amount = f"{search.trials} trial{'s' * (search.trials != 1)}" if search.trials else "trials"
         until = f" for {search.timeout:g} s" if search.timeout else ""
         click.echo(f"study {search.study}: {amount}{until} of {search.experiment}, {search.metric} "
                    f"({search.direction}), {search.sampler} sampler, pruner {search.pruner}, {how}")
