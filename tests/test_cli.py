@@ -13,7 +13,7 @@ CUDA = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_
 
 
 @pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "models"], ["plugins"], ["plugins", "--json"],
-                                  ["sweep", "--help"]])
+                                  ["sweep", "--help"], ["tune", "--help"]])
 def test_light_commands_import_neither_torch_nor_mlflow(args):
     code = (
         "import sys\n"
@@ -22,7 +22,7 @@ def test_light_commands_import_neither_torch_nor_mlflow(args):
         f"    cli.main(args={args!r}, prog_name='regfw')\n"
         "except SystemExit as e:\n"
         "    assert not e.code, e.code\n"
-        "heavy = sorted(m for m in ('torch', 'mlflow', 'torchvision', 'matplotlib', 'rich', 'ray') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'mlflow', 'torchvision', 'matplotlib', 'rich', 'ray', 'optuna') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -39,6 +39,16 @@ class Outcome:
     error: str | None = None
     exit_code: int = 0
     late_signal: int | None = None  # Ctrl-C/SIGTERM while the ended run was being written
+    pruned_at: int | None = None  # a search's pruner stopped the run after this epoch
+
+
+class Pruned(RegfwError):
+    """Raised by a ``watch`` callback: a search's pruner stops this run here (it ends FINISHED,
+    with everything recorded so far: the trial is pruned, not failed)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        super().__init__(f"pruned at epoch {epoch}")
 
 
 def artifacts_writer(entry):
@@ -47,7 +57,8 @@ def artifacts_writer(entry):
 
 
 def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
-            checkpoint_every: int | None = None, resume=None, parallel=None, snapshots: int | None = None) -> Outcome:
+            checkpoint_every: int | None = None, resume=None, parallel=None, snapshots: int | None = None,
+            watch=None) -> Outcome:
     """Run ``config``. Raises :class:`RegfwError` for what fails before the run exists; once it
     exists, never raises: the outcome says how it ended.
 
@@ -56,6 +67,8 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
     ``snapshots``: keep that many parameter snapshots along training (:mod:`regfw.landscape.snapshots`).
     ``parallel``: this process's :class:`regfw.distributed.Parallel` under torchrun (one run,
     rank 0 writes it); the caller leaves the process group afterwards.
+    ``watch(epoch, history, recorder)``: called after every epoch (a search reports its
+    intermediate values there); raising :class:`Pruned` ends the run early, FINISHED.
     """
     registry = plugins.registry
     device = parallel.device(config) if parallel is not None else resolve_device(config.device)
@@ -105,6 +118,8 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
             keeper = Snapshots(snapshots, state)
             extras.append(keeper)
             saver = _both(saver, keeper)
+        if watch is not None:
+            saver = _both(saver, lambda epoch: watch(epoch, history, recorder))
         if reporter is not None:
             reporter.start(config.experiment, config.train["epochs"], start_epoch)
         try:
@@ -114,6 +129,8 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
         except Exception as exc:  # noqa: BLE001 - e.g. a swapped model whose shapes do not fit
             raise RegfwError(f"training failed at epoch {history.epochs_done + 1}: {one_line(exc)}") from exc
         outcome.status = "FINISHED"
+    except Pruned as exc:
+        outcome.status, outcome.pruned_at = "FINISHED", exc.epoch
     except (KeyboardInterrupt, Interrupted) as exc:
         outcome.status = "KILLED"
         outcome.exit_code = getattr(exc, "exit_code", 130)

@@ -19,6 +19,7 @@ def _split_keys(values) -> list[str]:
 @click.option("--filter", "filter_string", metavar="QUERY",
               help="MLflow search syntax, e.g. \"params.optimizer.lr = '0.1'\" or \"metrics.final_train_loss < 0.1\".")
 @click.option("--sweep", metavar="ID", help="Only the points of this sweep (its id is printed by `regfw sweep`).")
+@click.option("--study", metavar="NAME", help="Only the trials of this `regfw tune` study, best first, with their state.")
 @click.option("--sort", metavar="[-]KEY", help="Sort by a metric or param (or name, status, duration, start); '-' for descending.")
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most this many rows.")
 @click.option("--group-by", "group_by", multiple=True, metavar="PARAM[,PARAM]",
@@ -27,7 +28,7 @@ def _split_keys(values) -> list[str]:
               help="Metrics to show (default: every final_* and best_* metric; repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--tracking-uri", metavar="URI", help=TRACKING_HELP)
-def runs(experiment, filter_string, sweep, sort, limit, group_by, metrics, as_json, tracking_uri):
+def runs(experiment, filter_string, sweep, study, sort, limit, group_by, metrics, as_json, tracking_uri):
     """List the runs of EXPERIMENT (or of every experiment) from the store.
 
     Shows each run's name, id, status, the params that differ between the listed runs, the
@@ -50,7 +51,9 @@ def runs(experiment, filter_string, sweep, sort, limit, group_by, metrics, as_js
     by = _split_keys(group_by)
     simple = not sort and not by
     rows = queries.search(client, uri, experiment, filter_string=filter_string or "", sweep=sweep,
-                      max_results=limit if simple else None)
+                          study=study, max_results=limit if simple and not study else None)
+    if study:
+        return _study_table(client, uri, experiment, study, rows, sort, limit, as_json, metrics)
     wanted = stats.check_metrics(rows, _split_keys(metrics)) if metrics else stats.summary_metrics(rows)
 
     if by:
@@ -94,6 +97,41 @@ def runs(experiment, filter_string, sweep, sort, limit, group_by, metrics, as_js
                     + [text.fmt(r.metrics.get(m)) for m in wanted] + [text.fmt_duration(r.duration)])
     first_metric = len(headers) - len(wanted) - 1
     text.echo_table(headers, body, set(range(first_metric, len(headers))))
+
+
+def _study_table(client, uri, experiment, study, rows, sort, limit, as_json, metrics) -> None:
+    """``regfw runs EXPERIMENT --study NAME``: trials best first (by the study's metric), with state."""
+    from regfw.cli import format as text
+    from regfw.errors import RegfwError
+    from regfw.runs import queries, stats
+    from regfw.store import tags as T
+
+    parents = [r for r in queries.search(client, uri, experiment, study=study, include_parents=True)
+               if r.tags.get(T.ROLE) == T.ROLE_STUDY]
+    if not parents:
+        raise RegfwError(f"no study '{study}' in {uri}" + (f" for experiment {experiment}" if experiment else ""))
+    metric = parents[0].tags.get(T.STUDY_METRIC, "final_train_loss")
+    sign = -1 if parents[0].tags.get(T.STUDY_DIRECTION) == "maximize" else 1
+    if sort:
+        rows = stats.sort_rows(rows, sort)
+    else:
+        rows = sorted(rows, key=lambda r: (metric not in r.metrics or r.tags.get(T.TRIAL_STATE) != "complete",
+                                           sign * r.metrics.get(metric, 0.0), int(r.tags.get(T.TRIAL, 0))))
+    rows = rows[:limit]
+    if as_json:
+        click.echo(stats.json_safe_dumps([r.to_json() | {"trial": r.tags.get(T.TRIAL),
+                                                          "state": r.tags.get(T.TRIAL_STATE)} for r in rows]))
+        return
+    if not rows:
+        click.echo("no trials")
+        return
+    wanted = stats.check_metrics(rows, _split_keys(metrics)) if metrics else [metric]
+    keys = stats.differing_params(rows)
+    headers = ["trial", "state", "run", "id", "status"] + keys + wanted + ["duration"]
+    body = [[r.tags.get(T.TRIAL, "?"), r.tags.get(T.TRIAL_STATE, "?"), r.name, text.short_id(r.run_id), r.status]
+            + [text.fmt(r.params.get(k)) for k in keys] + [text.fmt(r.metrics.get(m)) for m in wanted]
+            + [text.fmt_duration(r.duration)] for r in rows]
+    text.echo_table(headers, body, {0} | set(range(len(headers) - len(wanted) - 1, len(headers))))
 
 
 @click.command()

@@ -55,8 +55,9 @@ def _mlflow_error(exc: Exception) -> str:
 
 
 def search(client, uri: str, experiment: str | None = None, *, filter_string: str = "",
-           sweep: str | None = None, max_results: int | None = None, include_parents: bool = False) -> list[RunRow]:
-    """Runs of ``experiment`` (or all experiments), newest first, sweep parents left out."""
+           sweep: str | None = None, max_results: int | None = None, include_parents: bool = False,
+           study: str | None = None) -> list[RunRow]:
+    """Runs of ``experiment`` (or all experiments), newest first, sweep and study parents left out."""
     from mlflow.exceptions import MlflowException
 
     experiments = _experiments(client, experiment, uri)
@@ -67,6 +68,10 @@ def search(client, uri: str, experiment: str | None = None, *, filter_string: st
         if "'" in sweep:
             raise RegfwError(f"--sweep expects a sweep id, got {sweep!r}")
         clauses.append(f"tags.`{T.SWEEP_ID}` = '{sweep}'")
+    if study:
+        if "'" in study:
+            raise RegfwError(f"--study expects a study name, got {study!r}")
+        clauses.append(f"tags.`{T.STUDY}` = '{study}'")
     query = " and ".join(clauses)  # MLflow's search syntax has AND only, no OR and no parentheses
     rows: list[RunRow] = []
     token = None
@@ -80,7 +85,7 @@ def search(client, uri: str, experiment: str | None = None, *, filter_string: st
                 raise RegfwError(f"bad --filter {filter_string!r}: {_mlflow_error(exc)}") from None
             raise RegfwError(f"cannot search runs in {uri}: {_mlflow_error(exc)}") from None
         for run in page:
-            if not include_parents and run.data.tags.get(T.ROLE) == T.ROLE_SWEEP:
+            if not include_parents and run.data.tags.get(T.ROLE) in (T.ROLE_SWEEP, T.ROLE_STUDY):
                 continue
             rows.append(_row(run, experiments))
         token = page.token

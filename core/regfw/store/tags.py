@@ -74,3 +74,13 @@ BUCKET = "regfw.bucket"
 # Data-parallel runs (torchrun, `regfw run --nproc N`); absent on a single-process run.
 WORLD_SIZE = "regfw.world_size"  # the number of processes that trained the run
 DIST_BACKEND = "regfw.dist_backend"  # gloo (CPU) or nccl (CUDA)
+# Searches (`regfw tune`): the study's parent run and one child per trial.
+ROLE_STUDY = "study"
+STUDY = "regfw.study"  # the Optuna study's name, on the parent and on every trial
+STUDY_STORAGE = "regfw.study_storage"
+STUDY_METRIC = "regfw.study_metric"  # the objective, a plain metric name (final_test_loss)
+STUDY_DIRECTION = "regfw.study_direction"  # minimize | maximize
+STUDY_BEST_RUN = "regfw.study_best_run"  # the best trial's run id so far (the metric best_value beside it)
+TRIAL = "regfw.trial"  # the Optuna trial number
+TRIAL_STATE = "regfw.trial_state"  # complete | pruned | failed
+PRUNED_AT = "regfw.pruned_at_epoch"

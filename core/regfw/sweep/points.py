@@ -38,6 +38,7 @@ class PointResult:
     summary: dict = field(default_factory=dict)
     exit_code: int = 0
     stop_signal: int | None = None  # a Ctrl-C/SIGTERM arrived while the point was being written: stop after it
+    pruned_at: int | None = None  # a search's pruner stopped the point after this epoch
 
 
 class WorkerState:
@@ -79,8 +80,9 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_point(task: PointTask, reporter=None) -> PointResult:
-    """Run one point with ``runner.execute`` as a child of the sweep's parent run."""
+def run_point(task: PointTask, reporter=None, watch=None) -> PointResult:
+    """Run one point with ``runner.execute`` as a child of the sweep's parent run (``watch``:
+    see ``runner.execute``; a search's pruning)."""
     from regfw.plugins import get_plugins
     from regfw.runner import execute
 
@@ -89,7 +91,7 @@ def run_point(task: PointTask, reporter=None) -> PointResult:
     tracker = point_tracker(task)
     WorkerState.running = True
     try:
-        outcome = execute(task.config, get_plugins(), tracker, run_name=task.run_name, reporter=reporter)
+        outcome = execute(task.config, get_plugins(), tracker, run_name=task.run_name, reporter=reporter, watch=watch)
     except (KeyboardInterrupt, Interrupted) as exc:  # stopped while the run was being set up
         tracker.end_quietly("KILLED")
         return PointResult(task.index, "KILLED", tracker.run_id, "interrupted",
@@ -105,7 +107,7 @@ def run_point(task: PointTask, reporter=None) -> PointResult:
     finally:
         WorkerState.running = False
     return PointResult(task.index, outcome.status, outcome.run_id, outcome.error, outcome.seconds,
-                       dict(outcome.summary), outcome.exit_code, outcome.late_signal)
+                       dict(outcome.summary), outcome.exit_code, outcome.late_signal, outcome.pruned_at)
 
 
 def point_tracker(task: PointTask, tags: dict | None = None):

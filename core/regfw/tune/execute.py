@@ -1,0 +1,91 @@
+"""Training a batch of asked trials: each one a sweep point, run the way sweep points run.
+
+One after another here (``regfw.sweep.points.run_point``); a stacked program (``--vectorize``)
+is not built yet. Every trial's result is handed to ``tell``
+as soon as it is known, and the interrupt that stopped the batch (or None) is returned.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from regfw.errors import RegfwError
+from regfw.store import tags as T
+
+
+@dataclass
+class TrialResult:
+    number: int
+    state: str  # complete | pruned | failed
+    values: dict
+    run_id: str | None = None
+    value: float | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    pruned_at: int | None = None
+    bucket: str = ""
+
+
+def train_trials(search, registry, trials, uri: str, experiment_name: str, parent_id: str, tell, *,
+                 watch=None, reporter=None, on_plan=None):
+    from regfw.sweep.points import run_point, stop_after
+
+    tasks = []
+    for trial in trials:
+        task, error = trial_task(search, registry, trial, uri, experiment_name, parent_id)
+        if task is None:  # a combination the components refuse (a choice with a bound, say)
+            tell(trial, TrialResult(trial.number, "failed", dict(trial.params), error=error))
+        else:
+            tasks.append((trial, task))
+    for trial, task in tasks:
+        point = run_point(task, reporter, watch=watch(trial) if watch is not None else None)
+        tell(trial, trial_result(search, trial, point))
+        stopped = stop_after(point)
+        if stopped is not None:
+            return stopped
+    return None
+
+
+def config_for(search: Search, registry, values: dict):
+    from regfw.config import parse_set, resolve
+
+    texts = list(search.sets) + [dim.as_set(values[dim.key]) for dim in search.dims]
+    return resolve(registry, search.experiment, sets=parse_set(texts), **search.resolve_kwargs)
+
+
+def trial_name(search, number: int, values: dict) -> str:
+    """``trial 3 lr=0.00125 momentum=0.847``: the number and the searched values, short."""
+    shown = [f"{k.rsplit('.', 1)[-1]}={f'{v:.3g}' if isinstance(v, float) else v}" for k, v in values.items()]
+    return " ".join([f"trial {number}"] + shown)
+
+
+def trial_task(search, registry, trial, uri: str, experiment_name: str, parent_id: str):
+    """A trial as a sweep point (:class:`regfw.sweep.points.PointTask`), or the reason it cannot be one."""
+    from regfw.sweep.points import PointTask
+
+    try:
+        config = config_for(search, registry, trial.params)
+    except RegfwError as exc:
+        return None, str(exc)
+    tags = {T.PARENT: parent_id, T.STUDY: search.study, T.TRIAL: trial.number, T.TRIAL_STATE: "running",
+            T.RUN_COLOR: T.point_color(trial.number)}
+    return PointTask(trial.number, config, trial_name(search, trial.number, trial.params), uri,
+                     experiment_name, tags), None
+
+
+def trial_result(search, trial, point) -> TrialResult:
+    """What a trained point means to the study."""
+    tr = TrialResult(trial.number, "failed", dict(trial.params), point.run_id, error=point.error,
+                     seconds=point.seconds, pruned_at=point.pruned_at)
+    if point.status == "FINISHED" and point.pruned_at is not None:
+        tr.state = "pruned"
+    elif point.status == "FINISHED":
+        value = point.summary.get(search.metric)
+        if value is None or not math.isfinite(value):
+            tr.error = f"the run recorded no finite {search.metric}"
+        else:
+            tr.state, tr.value = "complete", float(value)
+    elif point.status == "KILLED":
+        tr.error = point.error or "interrupted"
+    return tr

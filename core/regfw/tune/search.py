@@ -1,0 +1,275 @@
+"""Driving a search: ask the study for trials, train them as sweep points, tell it each result.
+
+The study is driven from this process by ask and tell (whatever trains the points never needs the
+study's storage). Each trial is a child run of the study's parent run, with everything a sweep
+point records plus its trial number and state; the parent carries the best value so far (a metric
+stepped by trial number) and the best trial's run id (a tag). Ctrl-C or SIGTERM ends the running
+trial KILLED in MLflow and FAIL in the study, and the parent KILLED: nothing is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from regfw.interrupts import Interrupted, held, sigterm_as_interrupt
+from regfw.store import tags as T
+
+STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
+
+
+@dataclass
+class Search:
+    """Everything ``regfw tune`` was asked, checked (see :mod:`regfw.tune.space`)."""
+
+    experiment: str
+    dims: list
+    base: object  # the base Config: --set values, nothing searched
+    sets: list  # --set texts (fixed values)
+    resolve_kwargs: dict  # config_file, swaps, flags: as resolve() takes them
+    metric: str
+    direction: str
+    sampler: str = "tpe"
+    pruner: str = "none"
+    seed: int | None = None
+    trials: int | None = None
+    timeout: float | None = None
+    study: str = ""
+    storage: str = ""
+    report_every: int = 1
+    stack: int = 1  # trials asked together and trained as one stacked program (--vectorize)
+
+
+@dataclass
+class TuneResult:
+    parent_run_id: str
+    status: str
+    trials: list = field(default_factory=list)
+    best_number: int | None = None
+    best_value: float | None = None
+    best_run_id: str | None = None
+    best_values: dict = field(default_factory=dict)
+    exit_code: int = 0
+
+
+def curve_of(metric: str) -> str | None:
+    """The curve whose intermediate values stand for ``metric`` (final_test_loss -> test_loss)."""
+    for prefix in ("final_", "best_"):
+        if metric.startswith(prefix):
+            return metric[len(prefix):]
+    return None
+
+
+def objective_metrics(base, data) -> list[str]:
+    """The plain metric names a run of ``base`` records, for --metric."""
+    curves = ["train_loss"] + (["test_loss"] if data.has_test else [])
+    if "accuracy" in base.train["metrics"]:
+        curves += ["train_accuracy"] + (["test_accuracy"] if data.has_test else [])
+    return [f"{p}{c}" for c in curves for p in ("final_", "best_")] + ["train_seconds"]
+
+
+class Reporting:
+    """A trial's intermediate values at its report points, and the pruner's verdict on them."""
+
+    def __init__(self, trial, curve: str, every: int, epochs: int, best: bool, maximize: bool, prune: bool):
+        self.trial, self.curve, self.every, self.epochs = trial, curve, every, epochs
+        self.best, self.maximize, self.prune = best, maximize, prune
+
+    def value_at(self, points: list) -> float:
+        if not self.best:
+            return points[-1][1]
+        values = [v for _, v in points]
+        return max(values) if self.maximize else min(values)
+
+    def __call__(self, epoch: int, history, recorder) -> None:
+        from regfw.runner import Pruned
+
+        if epoch % self.every and epoch != self.epochs:
+            return
+        recorder.drain()  # the values of this epoch leave the device now: one sync per report point
+        points = history.curves.get(self.curve)
+        if not points or points[-1][0] != epoch or not math.isfinite(points[-1][1]):
+            return
+        self.trial.report(self.value_at(points), epoch)
+        if self.prune and epoch < self.epochs and self.trial.should_prune():
+            raise Pruned(epoch)
+
+
+def run_command(search: Search, values: dict, extra: list[str]) -> str:
+    """The ``regfw run`` command line that repeats a trial."""
+    import shlex
+
+    words = ["regfw", "run", search.experiment] + list(extra)
+    for text in list(search.sets) + [dim.as_set(values[dim.key]) for dim in search.dims]:
+        words += ["--set", text]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+class Parent:
+    """The study's MLflow parent run: created once per study, RUNNING again when it is continued."""
+
+    def __init__(self, uri: str, experiment_name: str):
+        from regfw.store import MlflowTracker
+
+        self.uri, self.experiment_name = uri, experiment_name
+        self.tracker = MlflowTracker(uri, experiment_name).open()
+
+    def open(self, study, search: Search) -> str:
+        from regfw.tune.study import PARENT_ATTR
+
+        known = study.user_attrs.get(PARENT_ATTR)
+        tags = {"regfw.tune_sampler": search.sampler, "regfw.tune_pruner": search.pruner,
+                 "regfw.tune_seed": "" if search.seed is None else search.seed}
+        if known and self._exists(known):
+            self.tracker.attach(known, tags)
+            return known
+        params = {"tune.study": search.study, "tune.storage": search.storage, "tune.metric": search.metric,
+                  "tune.direction": search.direction, "tune.sampler": search.sampler, "tune.pruner": search.pruner}
+        params |= {f"tune.space.{d.key}": d.text for d in search.dims}
+        params |= {k: v for k, v in search.base.flat_params().items() if k not in {d.key for d in search.dims}}
+        run_id = self.tracker.start(f"{search.experiment} study {search.study}", params, tags | {
+            T.ROLE: T.ROLE_STUDY, T.STUDY: search.study, T.STUDY_STORAGE: search.storage,
+            T.STUDY_METRIC: search.metric, T.STUDY_DIRECTION: search.direction, T.EXPERIMENT: search.experiment,
+            T.NOTE: f"regfw tune study {search.study}: {search.metric} ({search.direction}) over "
+                    + ", ".join(f"{d.key}={d.text}" for d in search.dims),
+            T.RUN_COLOR: T.PARENT_COLOR})
+        study.set_user_attr(PARENT_ATTR, run_id)
+        return run_id
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            run = self.tracker.mlflow().get_run(run_id)
+        except Exception:  # noqa: BLE001 - deleted, or another store: start a new parent
+            return False
+        return run.info.lifecycle_stage == "active" and run.info.experiment_id == str(self.tracker.experiment_id)
+
+    def best(self, number: int, value: float, run_id: str | None) -> None:
+        self.tracker.log_metrics([("best_value", value, number)])
+        self.tracker.set_tags({T.STUDY_BEST_RUN: run_id or "", "regfw.study_best_trial": number})
+        self.tracker.flush()
+
+    def tag_child(self, run_id: str, tags: dict) -> None:
+        from regfw.store import MlflowTracker
+
+        child = MlflowTracker(self.uri, self.experiment_name).share_from(self.tracker)
+        child.run_id = run_id
+        child.set_tags(tags)
+
+    def end(self, status: str, tags: dict) -> None:
+        try:
+            self.tracker.set_tags(tags)
+        finally:
+            self.tracker.end(status)
+
+
+def run_search(search: Search, registry, uri: str, experiment_name: str, *, reporter=None,
+               on_trial=None, on_plan=None) -> TuneResult:
+    """Open (or continue) the study, run its trials, close the parent; see the module's docstring."""
+    import optuna
+
+    from regfw.tune import study as S
+
+    S.quiet_optuna()
+    sampler = S.make_sampler(search.sampler, search.seed, search.dims, batch=search.stack)
+    epochs = search.base.train["epochs"]
+    report_points = max(1, epochs // search.report_every)
+    pruner = S.make_pruner(search.pruner, report_points)
+    record = S.search_record(search.experiment, search.dims, search.metric, search.direction)
+    study = S.open_study(search.storage, search.study, search.direction,
+                         sampler, pruner if pruner is not None else optuna.pruners.NopPruner(), record)
+    S.close_running(study, "its tune process ended without closing it")
+    distributions = {d.key: d.distribution() for d in search.dims}
+    limit = search.trials
+    if search.sampler == "grid":
+        size = math.prod(len(v) for v in S.grid_values(search.dims).values())
+        done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        limit = min(limit if limit is not None else size, max(0, size - done))
+
+    parent = Parent(uri, experiment_name)
+    parent_id = parent.open(study, search)
+    result = TuneResult(parent_id, "FINISHED")
+    _note_best(study, result)
+    pending: dict[int, object] = {}  # asked, not yet told: told FAIL if the search stops
+    interrupted: BaseException | None = None
+    deadline = None if search.timeout is None else time.monotonic() + search.timeout
+    curve = curve_of(search.metric)
+
+    def tell(trial, tr) -> None:
+        with held() as late:  # the study and MLflow must agree on how the trial ended
+            state = {"complete": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
+                     "failed": optuna.trial.TrialState.FAIL}[tr.state]
+            if tr.run_id:
+                trial.set_user_attr("regfw.run_id", tr.run_id)
+            if tr.error:
+                trial.set_user_attr("regfw.failure", tr.error[:1000])
+            study.tell(trial, tr.value if tr.state == "complete" else None, state=state)
+            pending.pop(trial.number, None)
+            if tr.run_id:
+                tags = {T.TRIAL_STATE: tr.state}
+                if tr.pruned_at is not None:
+                    tags[T.PRUNED_AT] = tr.pruned_at
+                parent.tag_child(tr.run_id, tags)
+            result.trials.append(tr)
+            if tr.state == "complete" and _note_best(study, result):
+                parent.best(result.best_number, result.best_value, result.best_run_id)
+        if on_trial is not None:
+            on_trial(tr)
+        late.deliver()
+
+    from regfw.tune.execute import train_trials
+
+    try:
+        with sigterm_as_interrupt():
+            asked = 0
+            while (limit is None or asked < limit) and (deadline is None or time.monotonic() < deadline):
+                batch = search.stack if limit is None else min(search.stack, limit - asked)
+                trials = []
+                for _ in range(batch):
+                    with held() as late:
+                        trial = study.ask(distributions)
+                        pending[trial.number] = trial
+                    late.deliver()
+                    trials.append(trial)
+                asked += len(trials)
+                watch = None
+                if curve is not None and (pruner is not None or search.stack == 1):
+                    watch = lambda trial: Reporting(trial, curve, search.report_every, epochs,  # noqa: E731
+                                                    search.metric.startswith("best_"),
+                                                    search.direction == "maximize", pruner is not None)
+                interrupted = train_trials(search, registry, trials, uri, experiment_name, parent_id, tell,
+                                           watch=watch, reporter=reporter, on_plan=on_plan)
+                if interrupted is not None:
+                    break
+    except (KeyboardInterrupt, Interrupted) as exc:
+        interrupted = exc
+    finally:
+        with held():
+            for trial in list(pending.values()):
+                try:
+                    trial.set_user_attr("regfw.failure", "interrupted")
+                    study.tell(trial, None, state=optuna.trial.TrialState.FAIL)
+                except Exception:  # noqa: BLE001 - told meanwhile
+                    pass
+            counts = {s: sum(t.state == s for t in result.trials) for s in STATES.values()}
+            result.status = "KILLED" if interrupted is not None else "FINISHED"
+            end_tags = {f"regfw.study_{s}": n for s, n in counts.items()}
+            if interrupted is not None:
+                end_tags[T.FAILURE] = "interrupted"
+            parent.end(result.status, end_tags)
+    if interrupted is not None:
+        result.exit_code = getattr(interrupted, "exit_code", 130)
+    return result
+
+
+def _note_best(study, result: TuneResult) -> bool:
+    """Update ``result`` from the study's best trial; True when it changed."""
+    try:
+        best = study.best_trial
+    except ValueError:  # no complete trial yet
+        return False
+    if best.number == result.best_number:
+        return False
+    result.best_number, result.best_value = best.number, best.value
+    result.best_run_id, result.best_values = best.user_attrs.get("regfw.run_id"), dict(best.params)
+    return True

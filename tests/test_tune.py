@@ -1,0 +1,227 @@
+"""`regfw tune`: the space grammar and every bad input (one line, no run), then real Optuna studies
+in real SQLite storage beside a real SQLite run store: the record, resuming, pruning, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from regfw.errors import RegfwError
+from regfw.store.keys import stored
+from regfw.tune.space import parse_dimension
+
+REGFW = str(Path(sys.executable).with_name("regfw"))
+LR = "optimizer.lr=log(1e-5,1e-4)"
+MOMENTUM = "optimizer.momentum=float(0,0.95)"
+
+
+# -- the grammar --------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, kind, low, high, log, step", [
+    ("optimizer.lr=log(1e-5,1e-1)", "float", 1e-5, 0.1, True, None),
+    ("optimizer.lr=float(1e-5,1e-1,log)", "float", 1e-5, 0.1, True, None),
+    ("optimizer.momentum=float(0,0.9,step=0.1)", "float", 0.0, 0.9, False, 0.1),
+    ("train.epochs=int(2,64,log)", "int", 2, 64, True, None),
+    ("train.epochs=int(2,10,step=2)", "int", 2, 10, False, 2),
+])
+def test_numeric_forms_parse(text, kind, low, high, log, step):
+    dim = parse_dimension(text)
+    assert (dim.kind, dim.low, dim.high, dim.log, dim.step) == (kind, low, high, log, step)
+
+
+def test_log_and_float_log_are_one_space():
+    assert parse_dimension("optimizer.lr=log(1e-5,0.1)").canonical() == \
+        parse_dimension("optimizer.lr=float(0.00001,1e-1,log)").canonical()
+
+
+def test_choice_keeps_bracketed_lists_whole():
+    dim = parse_dimension("model.hidden=choice([16],[32,32],64)")
+    assert dim.choices == ("[16]", "[32,32]", "64")
+
+
+def test_a_sampled_float_is_set_exactly():
+    dim = parse_dimension("optimizer.lr=log(1e-5,1e-1)")
+    assert dim.as_set(0.00012345678901234) == "optimizer.lr=0.00012345678901234"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("optimizer.lr=log(0,1)", "LOW > 0"),
+    ("optimizer.lr=float(0.1,0.01)", "LOW must be below HIGH"),
+    ("optimizer.lr=float(0.1,0.1)", "LOW must be below HIGH"),
+    ("optimizer.lr=choice()", "at least one value"),
+    ("optimizer.lr=uniform(0,1)", "unknown form"),
+    ("optimizer.lr=float(a,1)", "expected a number"),
+    ("train.epochs=int(1.5,4)", "expected an integer"),
+    ("optimizer.lr=float(0,1,log,step=0.1)", "do not combine"),
+    ("optimizer.lr=float(0,1,step=2)", "wider than the range"),
+    ("optimizer.lr", "KEY=FORM"),
+])
+def test_bad_forms_are_one_line(text, words):
+    with pytest.raises(RegfwError, match=words.replace("(", r"\(").replace(">", ">")):
+        parse_dimension(text)
+
+
+# -- bad input through the CLI: one line, exit 1, no store -------------------------------------
+@pytest.mark.parametrize("args, words", [
+    (["--space", "optimizer.lrr=log(1e-5,1e-1)"], "unknown key"),
+    (["--space", "optimizer.momentum=float(-1,0.5)"], "must be at least"),
+    (["--space", "dataset.n_samples=float(10,100)"], "is an integer"),
+    (["--space", "train.epochs=int(2,8)"], "also fixed"),
+    (["--space", "train.shuffle=float(0,1)"], "not a number"),
+    (["--space", "optimizer.lr=float(0.1,0.01)"], "LOW must be below HIGH"),
+    (["--space", "optimizer.lr=log(-1,1)"], "LOW > 0"),
+    (["--space", "optimizer.lr=choice()"], "at least one value"),
+    (["--space", "model.hidden=choice(8,x)"], "model"),
+    ([], "at least one --space"),
+    (["--space", LR, "--set", "optimizer.lr=0.1"], "also fixed"),
+    (["--space", LR, "--space", "optimizer.lr=float(0,1)"], "given twice"),
+    (["--space", LR, "--metric", "final_test_accuracy"], "does not record it"),
+    (["--space", LR, "--direction", "up"], "--direction must be one of"),
+    (["--space", LR, "--sampler", "bayes"], "--sampler must be one of"),
+    (["--space", LR, "--pruner", "always"], "--pruner must be one of"),
+    (["--space", LR, "--pruner", "median", "--metric", "train_seconds"], "needs a metric with a curve"),
+    (["--space", LR, "--sampler", "grid"], "needs a grid"),
+    (["--space", LR, "--report-every", "3", "--log-every", "2"], "not a multiple"),
+    (["--space", LR, "--max-bucket", "4"], "goes with --vectorize"),
+    (["--space", LR, "--vectorize"], "not available yet"),
+])
+def test_bad_input_is_one_line_and_no_run(invoke, tmp_path, args, words):
+    store = tmp_path / "store" / "mlflow.db"
+    experiment = "quadratic-linear" if "model.hidden" not in " ".join(args) else "mlp-regression"
+    result = invoke("tune", experiment, *args, "--tracking-uri", f"sqlite:///{store}", "--epochs", "4")
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("regfw: error: ") and words in lines[0], lines[0]
+    assert "Traceback" not in result.stdout + result.stderr and "unexpected" not in lines[0]
+    assert not store.parent.exists(), "nothing may be written for bad input"
+
+
+# -- real studies ---------------------------------------------------------------------------------
+def _tune(store, *args, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("REGFW_")}
+    return subprocess.run([REGFW, "tune", "quadratic-linear", "--space", LR, "--space", MOMENTUM,
+                           "--tracking-uri", store, *map(str, args)],
+                          capture_output=True, text=True, env=env | {"OMP_NUM_THREADS": "1"}, timeout=timeout)
+
+
+def _study(store, name):
+    import optuna
+
+    folder = Path(store.removeprefix("sqlite:///")).parent
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
+
+
+def _runs(store, experiment="quadratic-linear"):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.mark.slow
+def test_a_study_is_recorded_reproducible_and_continued(store, tmp_path):
+    first = _tune(store, "--trials", 3, "--epochs", 30, "--seed", 7, "--study", "s")
+    assert first.returncode == 0, first.stderr
+    study = _study(store, "s")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    runs = _runs(store)
+    parent = next(r for r in runs if r.data.tags.get("regfw.role") == "study")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+    assert {r.data.tags["regfw.trial_state"] for r in children} == {"complete"}
+    assert parent.info.status == "FINISHED" and parent.data.params["tune.space.optimizer.lr"] == LR.split("=", 1)[1]
+    by_trial = {int(r.data.tags["regfw.trial"]): r for r in children}
+    for trial in study.trials:  # the study and MLflow agree on every trial's params and value
+        run = by_trial[trial.number]
+        assert float(run.data.params["optimizer.lr"]) == trial.params["optimizer.lr"]
+        assert run.data.metrics[stored("final_train_loss")] == pytest.approx(trial.value, rel=1e-6)
+    best = study.best_trial
+    assert parent.data.tags["regfw.study_best_run"] == best.user_attrs["regfw.run_id"]
+    assert parent.data.metrics[stored("best_value")] == pytest.approx(best.value, rel=1e-6)
+    assert f"run {best.user_attrs['regfw.run_id']}" in first.stdout
+    command = next(line.split("repeat: ", 1)[1] for line in first.stdout.splitlines() if "repeat: " in line)
+    assert f"optimizer.lr={best.params['optimizer.lr']!r}" in command
+
+    # The same seed in another store draws the same trials.
+    other = f"sqlite:///{tmp_path / 'other' / 'mlflow.db'}"
+    again = _tune(other, "--trials", 3, "--epochs", 30, "--seed", 7, "--study", "s")
+    assert again.returncode == 0, again.stderr
+    assert [t.params for t in _study(other, "s").trials] == [t.params for t in study.trials]
+
+    # The same name continues the study under the same parent; another space is refused.
+    more = _tune(store, "--trials", 2, "--epochs", 30, "--seed", 8, "--study", "s")
+    assert more.returncode == 0, more.stderr
+    assert len(_study(store, "s").trials) == 5
+    parents = [r for r in _runs(store) if r.data.tags.get("regfw.role") == "study"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    listed = subprocess.run([REGFW, "runs", "quadratic-linear", "--study", "s", "--tracking-uri", store],
+                            capture_output=True, text=True)
+    rows = [line.split() for line in listed.stdout.splitlines()[2:]]
+    assert len(rows) == 5 and rows[0][0] == str(_study(store, "s").best_trial.number)
+    values = [float(r[-2]) for r in rows]
+    assert values == sorted(values)
+    changed = _tune(store, "--trials", 1, "--epochs", 30, "--study", "s", "--space", "seed=int(0,3)")
+    assert changed.returncode == 1 and "exists with another search" in changed.stderr
+    assert "seed was not searched" in changed.stderr
+    assert len(_study(store, "s").trials) == 5
+
+
+@pytest.mark.slow
+def test_pruned_trials_stop_early_with_their_curve(store):
+    result = _tune(store, "--trials", 10, "--epochs", 400, "--seed", 0, "--study", "p", "--pruner", "median",
+                   "--report-every", 20, "--sampler", "random")
+    assert result.returncode == 0, result.stderr
+    trials = _study(store, "p").trials
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned, [t.state.name for t in trials]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store)
+    for trial in pruned:
+        run = client.get_run(trial.user_attrs["regfw.run_id"])
+        epoch = int(run.data.tags["regfw.pruned_at_epoch"])
+        assert run.info.status == "FINISHED" and run.data.tags["regfw.trial_state"] == "pruned"
+        assert int(run.data.tags["regfw.epochs_done"]) == epoch < 400
+        curve = client.get_metric_history(run.info.run_id, stored("train_loss"))
+        assert max(m.step for m in curve) == epoch
+        assert sorted(trial.intermediate_values) == list(range(20, epoch + 1, 20))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_search_leaves_nothing_running(store, signum):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("REGFW_")}
+    proc = subprocess.Popen([REGFW, "tune", "quadratic-linear", "--space", LR, "--space", MOMENTUM,
+                             "--tracking-uri", store, "--trials", "50", "--epochs", "200000", "--study", "x"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env | {"OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until a trial is training
+            time.sleep(0.5)
+            try:
+                runs = _runs(store)
+            except Exception:  # noqa: BLE001 - the store is not made yet
+                continue
+            if any(r.data.tags.get("regfw.trial") for r in runs):
+                break
+        time.sleep(1.0)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signum, err
+    assert "Traceback" not in err
+    states = [t.state.name for t in _study(store, "x").trials]
+    assert states and "RUNNING" not in states and states[-1] == "FAIL"
+    runs = _runs(store)
+    assert all(r.info.status != "RUNNING" for r in runs)
+    assert {r.info.status for r in runs if r.data.tags.get("regfw.role") == "study"} == {"KILLED"}
