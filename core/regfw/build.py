@@ -83,6 +83,11 @@ def build_data(config: Config, registry) -> Data:
     data = call_factory(entry, config.dataset.params, generator=torch.Generator().manual_seed(config.seed))
     if not isinstance(data, Data):
         raise _wrong_type(entry, data, "regfw.Data")
+    from regfw.provenance import data_fingerprint
+    from regfw.store import tags as T
+
+    # Recorded with the dataset's own tags, by every path that starts runs (single, vectorized, torchrun).
+    data.tags = dict(data.tags) | {T.DATA_FINGERPRINT: data_fingerprint(data)}
     return data
 
 

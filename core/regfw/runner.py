@@ -58,7 +58,7 @@ def artifacts_writer(entry):
 
 def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
             checkpoint_every: int | None = None, resume=None, parallel=None, snapshots: int | None = None,
-            watch=None) -> Outcome:
+            watch=None, before_start=None) -> Outcome:
     """Run ``config``. Raises :class:`RegfwError` for what fails before the run exists; once it
     exists, never raises: the outcome says how it ended.
 
@@ -69,6 +69,8 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
     rank 0 writes it); the caller leaves the process group afterwards.
     ``watch(epoch, history, recorder)``: called after every epoch (a search reports its
     intermediate values there); raising :class:`Pruned` ends the run early, FINISHED.
+    ``before_start(tags)``: sees the new run's tags once everything is built, before the run exists
+    (``regfw rerun`` prints how they differ from the run it repeats).
     """
     registry = plugins.registry
     device = parallel.device(config) if parallel is not None else resolve_device(config.device)
@@ -85,6 +87,8 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
     outcome.seconds = resume.seconds if resume is not None else 0.0  # time spent before a resume
     started = time.monotonic()
     tags = run_tags(config, plugins, device, state.data) | (parallel.tags() if parallel is not None else {})
+    if before_start is not None:
+        before_start(tags)
     # A signal while the run is being created is held back and delivered once it exists, so
     # the run is then marked KILLED instead of left RUNNING.
     with held() as early_signal:

@@ -95,9 +95,10 @@ from regfw.cli import authoring as authoring_commands  # noqa: E402
 from regfw.cli import resume as resume_commands  # noqa: E402
 from regfw.cli import landscape as landscape_commands  # noqa: E402
 from regfw.cli import tune as tune_commands  # noqa: E402
+from regfw.cli import rerun as rerun_commands  # noqa: E402
 
 for module in (run_commands, inspect_commands, ui_commands, sweep_commands, runs_commands, authoring_commands,
-               resume_commands, landscape_commands, tune_commands):
+               resume_commands, landscape_commands, tune_commands, rerun_commands):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -14,7 +14,14 @@ DEVICE_NAME = "regfw.device_name"
 SEED = "regfw.seed"
 VERSION = "regfw.version"
 TORCH_VERSION = "regfw.torch_version"
+PYTHON_VERSION = "regfw.python_version"
+MLFLOW_VERSION = "regfw.mlflow_version"
+THREADS = "regfw.threads"  # torch's intra-op CPU threads the run trained with
 GIT_COMMIT = "mlflow.source.git.commit"
+GIT_DIRTY = "regfw.git_dirty"  # "true": tracked files differed from the commit when the run started
+# sha256 of the dataset's tensors as built (train and test, dtype, shape and bytes): a changed file
+# or generator shows here. A file-backed dataset also records its file's own regfw.data.sha256.
+DATA_FINGERPRINT = "regfw.data.fingerprint"
 NOTE = "mlflow.note.content"  # the description MLflow's UI shows
 
 # On an experiment: MLflow's UI opens an experiment of this kind on its runs (model training),
@@ -46,6 +53,13 @@ def component_plugin(part: str) -> str:
 # How it ended.
 FAILURE = "regfw.failure"  # the reason of a FAILED or KILLED run
 EPOCHS_DONE = "regfw.epochs_done"
+
+# Reproducing (`regfw rerun`, `regfw run --from`).
+RERUN_OF = "regfw.rerun_of"  # the run this one repeats
+STARTED_FROM = "regfw.started_from"  # the run whose configuration this one started from
+VERDICT = "regfw.verdict"  # on both runs after `rerun --verify`: identical | within REL | differs
+VERDICT_DETAIL = "regfw.verdict_detail"  # the first difference, and how many values differ
+VERIFIED_BY = "regfw.verified_by"  # on the original: the rerun that checked it
 
 # Checkpoints and resuming.
 CHECKPOINT_EPOCH = "regfw.checkpoint_epoch"

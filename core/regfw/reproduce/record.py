@@ -1,0 +1,97 @@
+"""A recorded run read back for reproducing: its configuration (the config.yaml artifact every run
+writes), tags, params and experiment, and the configuration re-validated against what is installed
+now. Every problem is one line, raised before anything new is recorded."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from regfw.errors import RegfwError
+from regfw.store import is_missing, open_client, store_error
+from regfw.store import tags as T
+
+CONFIG_ARTIFACT = "config.yaml"
+
+
+@dataclass
+class Recorded:
+    uri: str
+    run_id: str
+    experiment_name: str
+    status: str
+    run_name: str
+    tags: dict
+    params: dict
+    values: dict | None  # config.yaml as the run wrote it; None for a sweep's parent, which has none
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.tags.get(T.ROLE) == T.ROLE_SWEEP
+
+    @property
+    def world_size(self) -> int:
+        text = self.tags.get(T.WORLD_SIZE, "1")
+        return int(text) if text.isdigit() else 1
+
+    @property
+    def vectorized(self) -> bool:
+        """Trained as one point of a stacked sweep bucket (``--vectorize``)."""
+        return T.BUCKET in self.tags
+
+    def config(self, registry, sets=()):
+        """The run's configuration validated against the plugins installed now, ``sets`` applied
+        on top; a component gone or a value no longer valid is one line."""
+        from regfw.config import resolve
+
+        if self.values is None:
+            raise RegfwError(f"run {self.run_id} has no {CONFIG_ARTIFACT} artifact: there is no configuration to "
+                             f"start from")
+        experiment = self.values.get("experiment")
+        if not isinstance(experiment, str):
+            raise RegfwError(f"run {self.run_id}: its {CONFIG_ARTIFACT} names no experiment")
+        try:
+            return resolve(registry, experiment, config_file=self.values, sets=list(sets))
+        except RegfwError as exc:
+            raise RegfwError(f"run {self.run_id} cannot be reproduced with this installation: {exc}") from None
+
+
+def load_recorded(uri: str, run_id: str, client=None) -> Recorded:
+    """Read ``run_id`` (a full id) from the store at ``uri``."""
+    from mlflow.exceptions import MlflowException
+
+    client = client or open_client(uri)
+    try:
+        run = client.get_run(run_id)
+        experiment = client.get_experiment(run.info.experiment_id)
+    except MlflowException as exc:
+        if is_missing(exc):
+            raise RegfwError(f"no run '{run_id}' in {uri}") from None
+        raise store_error(uri, exc) from None
+    except Exception as exc:  # noqa: BLE001 - a store that cannot be read is one line
+        raise store_error(uri, exc) from None
+    if run.info.lifecycle_stage == "deleted":
+        raise RegfwError(f"run {run_id} is deleted; restore it first")
+    tags = dict(run.data.tags)
+    values = None if tags.get(T.ROLE) == T.ROLE_SWEEP else _config_values(client, uri, run_id)
+    return Recorded(uri, run_id, experiment.name, run.info.status, run.info.run_name or run_id, tags,
+                    dict(run.data.params), values)
+
+
+def _config_values(client, uri: str, run_id: str) -> dict:
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="regfw-rerun-") as folder:
+        try:
+            path = client.download_artifacts(run_id, CONFIG_ARTIFACT, folder)
+        except Exception:  # noqa: BLE001 - absent (deleted, never written) or unreadable: the same answer
+            raise RegfwError(f"run {run_id} has no {CONFIG_ARTIFACT} artifact: there is no configuration to "
+                             f"start from") from None
+        try:
+            values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise RegfwError(f"run {run_id}: its {CONFIG_ARTIFACT} cannot be read ({type(exc).__name__})") from None
+    if not isinstance(values, dict):
+        raise RegfwError(f"run {run_id}: its {CONFIG_ARTIFACT} is not a configuration mapping")
+    return values

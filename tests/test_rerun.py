@@ -1,0 +1,160 @@
+"""Reproducing runs: the provenance a run records (git dirty flag, data fingerprint, threads,
+versions), `regfw rerun RUN_ID [--verify]` and `regfw run/sweep --from RUN_ID`, through the CLI on
+real SQLite stores."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from mlflow import MlflowClient
+
+from regfw.store import tags as T
+
+
+def runs_of(store: str, experiment: str = "linear"):
+    client = MlflowClient(store)
+    found = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def only_run_id(store: str, experiment: str = "linear") -> str:
+    _, runs = runs_of(store, experiment)
+    assert len(runs) == 1
+    return runs[0].info.run_id
+
+
+def git(folder, *args):
+    subprocess.run(["git", "-c", "user.email=t@example.org", "-c", "user.name=t", *args], cwd=folder, check=True,
+                   capture_output=True)
+
+
+# --- what a run records ------------------------------------------------------------------------
+
+def test_a_run_records_git_dirty_threads_versions_and_a_data_fingerprint(invoke, store, tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "train.py").write_text("x = 1\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "train.py")
+    git(repo, "commit", "-q", "-m", "one")
+    monkeypatch.chdir(repo)
+    args = ["run", "linear", "--epochs", "2", "--device", "cpu", "--threads", "1", "--tracking-uri", store, "-q"]
+    assert invoke(*args).exit_code == 0
+    (repo / "train.py").write_text("x = 2\n")  # a tracked file changed: the tree is dirty
+    assert invoke(*args, "--set", "dataset.noise=0.5").exit_code == 0
+    _, (clean, dirty) = runs_of(store)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert clean.data.tags[T.GIT_COMMIT] == dirty.data.tags[T.GIT_COMMIT] == commit
+    assert clean.data.tags[T.GIT_DIRTY] == "false" and dirty.data.tags[T.GIT_DIRTY] == "true"
+    assert clean.data.tags[T.THREADS] == "1"
+    import platform
+
+    import mlflow
+
+    assert clean.data.tags[T.PYTHON_VERSION] == platform.python_version()
+    assert clean.data.tags[T.MLFLOW_VERSION] == mlflow.__version__
+    # a generator parameter changed: another fingerprint; the same config: the same one
+    first, second = clean.data.tags[T.DATA_FINGERPRINT], dirty.data.tags[T.DATA_FINGERPRINT]
+    assert len(first) == 64 and first != second
+    assert invoke(*args).exit_code == 0
+    _, runs = runs_of(store)
+    assert runs[-1].data.tags[T.DATA_FINGERPRINT] == first
+
+
+# --- regfw rerun -------------------------------------------------------------------------------
+
+def test_rerun_verify_of_a_plain_run_is_identical_and_tags_both_runs(invoke, store):
+    assert invoke("run", "linear", "--epochs", "5", "--device", "cpu", "--tracking-uri", store, "-q").exit_code == 0
+    original = only_run_id(store)
+    result = invoke("rerun", original[:8], "--verify", "--tracking-uri", store)
+    assert result.exit_code == 0, result.stderr
+    assert f"rerun of run {original}" in result.stdout
+    assert "environment as recorded" in result.stdout
+    verdict = result.stdout.strip().splitlines()[-1]
+    assert verdict.startswith("identical: ") and "bit for bit" in verdict
+    client, (first, again) = runs_of(store)
+    assert again.data.tags[T.RERUN_OF] == original
+    assert first.data.tags[T.VERDICT] == again.data.tags[T.VERDICT] == "identical"
+    assert first.data.tags[T.VERIFIED_BY] == again.info.run_id
+    assert again.data.params == first.data.params  # the same configuration, from config.yaml
+    # the count covers every curve point (5 epochs), the summary metrics and the parameters (2 + learned)
+    assert int(verdict.split()[1]) >= 5 + 2
+
+
+def test_rerun_verify_reports_the_first_difference_and_exits_non_zero(invoke, store):
+    assert invoke("run", "linear", "--epochs", "4", "--device", "cpu", "--tracking-uri", store, "-q").exit_code == 0
+    original = only_run_id(store)
+    result = invoke("rerun", original, "--verify", "--set", "optimizer.lr=0.02", "--tracking-uri", store)
+    assert result.exit_code == 4
+    lines = result.stdout.splitlines()
+    row = next(line.split() for line in lines if line.strip().startswith("optimizer.lr"))
+    assert row == ["optimizer.lr", "0.01", "0.02"]
+    verdict = next(line for line in lines if line.startswith("differs: "))
+    # the first epoch's loss is computed before any step: the first difference is at step 2
+    assert "train_loss at step 2: " in verdict and "(original) vs " in verdict
+    differing, total = verdict.rsplit("; ", 1)[1].split(" values differ")[0].split(" of ")
+    assert 0 < int(differing) <= int(total)
+    assert "configuration differs from the original's: optimizer.lr" in result.stdout
+    _, runs = runs_of(store)
+    assert {r.data.tags.get(T.VERDICT) for r in runs} == {"differs"}
+    # a looser tolerance does not hide a changed learning rate, and says which tolerance it used
+    result = invoke("rerun", original, "--verify", "--tolerance", "1e-9", "--set", "optimizer.lr=0.02",
+                    "--tracking-uri", store)
+    assert result.exit_code == 4
+    result = invoke("rerun", original, "--verify", "--tolerance", "1e-6", "--tracking-uri", store)
+    assert result.exit_code == 0, result.stderr
+    assert "within 1e-06: " in result.stdout and "all equal within relative 1e-06" in result.stdout
+
+
+def test_rerun_of_a_run_whose_state_dict_was_deleted_names_what_was_not_compared(invoke, store):
+    assert invoke("run", "linear", "--epochs", "3", "--device", "cpu", "--tracking-uri", store, "-q").exit_code == 0
+    original = only_run_id(store)
+    client = MlflowClient(store)
+    from urllib.parse import urlparse
+    from pathlib import Path
+
+    folder = Path(urlparse(client.get_run(original).info.artifact_uri).path)
+    (folder / "model_state_dict.pt").unlink()
+    result = invoke("rerun", original, "--verify", "--tracking-uri", store)
+    assert result.exit_code == 0, result.stderr
+    verdict = result.stdout.strip().splitlines()[-1]
+    assert verdict.startswith("identical: ")
+    assert "not compared: final parameters (model_state_dict.pt is missing or unreadable in the original run)" in verdict
+
+
+def test_rerun_refuses_in_one_line_a_config_that_no_longer_validates(invoke, store):
+    assert invoke("run", "linear", "--epochs", "3", "--device", "cpu", "--tracking-uri", store, "-q").exit_code == 0
+    original = only_run_id(store)
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    client = MlflowClient(store)
+    config = Path(urlparse(client.get_run(original).info.artifact_uri).path) / "config.yaml"
+    config.write_text(config.read_text().replace("lr: 0.01", "lr: -1.0"))  # as if the plugin now refused it
+    result = invoke("rerun", original, "--tracking-uri", store)
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"regfw: error: run {original} cannot be "
+                                                                       "reproduced with this installation: ")
+    assert "Traceback" not in result.stderr
+    _, runs = runs_of(store)
+    assert len(runs) == 1  # no run
+
+
+def test_rerun_of_an_unknown_run_is_one_line(invoke, store):
+    assert invoke("run", "linear", "--epochs", "1", "--device", "cpu", "--tracking-uri", store, "-q").exit_code == 0
+    result = invoke("rerun", "0123abcd", "--tracking-uri", store)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "0123abcd" in result.stderr
+
+
+def test_rerun_in_another_process_reports_a_different_thread_count(regfw_script, store):
+    args = ["--epochs", "3", "--device", "cpu", "--tracking-uri", store, "-q"]
+    done = regfw_script("run", "linear", *args, env={"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    original = only_run_id(store)
+    done = regfw_script("rerun", original, "--verify", "--tracking-uri", store, env={"OMP_NUM_THREADS": "2"})
+    assert done.returncode in (0, 4), done.stderr
+    row = next(line.split() for line in done.stdout.splitlines() if line.strip().startswith("threads"))
+    assert row == ["threads", "1", "2"]
+    if done.returncode == 4:  # two threads may sum in another order: then the report says why
+        assert "may come from what differs in the environment: threads" in done.stdout
