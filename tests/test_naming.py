@@ -39,7 +39,17 @@ def test_sweep_points_name_their_axes_and_differ(registry):
     assert len(set(names)) == len(names)
     at_defaults = next(p for p in grid.points if p.config.optimizer.params["lr"] == default_lr and p.config.seed == 0)
     assert at_defaults.run_name != "linear"  # not named like the plain run
-    assert at_defaults.run_name.startswith(f"linear lr={default_lr} seed=0")
+    # Named by what tells it from its siblings only, in the sweep's order: the parent says the rest.
+    assert at_defaults.run_name == f"lr={default_lr} seed=0"
+
+
+def test_sweep_points_leave_out_what_every_sibling_shares(registry):
+    grid = build_grid(registry, "quadratic-linear", seeds="0-7", flags={"train.epochs": 5000})
+    assert [p.run_name for p in grid.points] == [f"seed={s}" for s in range(8)]
+    grid = build_grid(registry, "linear", sets=["optimizer=sgd,adam", "optimizer.lr=0.05"])
+    assert [p.run_name for p in grid.points] == ["optimizer=sgd", "optimizer=adam"]
+    # One point has no sibling: it keeps the name a run would have.
+    assert build_grid(registry, "linear", sets=["optimizer.lr=0.05"]).points[0].run_name == "linear lr=0.05"
 
 
 def test_metric_keys_put_curves_before_summaries_in_mlflow_sections():

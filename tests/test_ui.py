@@ -132,7 +132,7 @@ def test_the_ui_in_a_browser_shows_runs_curves_first_and_distinct_names(invoke, 
             _close_assistant(page)
             expand = page.locator("button[data-component-id$='runnamecellrenderer.tsx_46']")
             expand.first.click()
-            page.get_by_text("linear lr=0.1 seed=1").wait_for()
+            page.get_by_text("lr=0.1 seed=1").wait_for()
             names = page.locator("a[href*='/runs/'] span").all_inner_texts()
             points = [n for n in names if "seed=" in n and "sweep" not in n]
             assert len(points) == 4 and len(set(points)) == 4, names

@@ -3,8 +3,13 @@
 Only changes are named: a swapped-in component (``optimizer=adam``) is compared with its own
 defaults, not with the tuned values of the component it replaced, so its untouched defaults stay out
 of the name. Shorter parts come first, so a name cut short by a narrow column still tells runs
-apart. A sweep's points always name the swept axes, first and in the sweep's order: no point is
-named like the plain run, and every point's name is distinct.
+apart.
+
+A sweep's points are listed under their parent, whose name already says the experiment and what
+every point shares; a point is named by what tells it from its siblings only (``seed=3``,
+``lr=0.1 seed=1``): the shortest name that does, so a narrow column still shows the difference.
+The axes keep the sweep's order in every point's name (so the names read as one table), and
+every name is distinct.
 """
 
 from __future__ import annotations
@@ -57,9 +62,18 @@ def default_run_name(registry, config, axes=(), cache: dict | None = None) -> st
 
 
 def point_names(registry, configs, axes) -> list[str]:
-    """Distinct names for a sweep's points (``#N`` added where two would read the same)."""
-    cache: dict = {}
-    names = [default_run_name(registry, c, axes, cache) for c in configs]
+    """Distinct names for a sweep's points: the swept values that differ between them, in the
+    sweep's order (``#N`` added where two would still read the same). A single point (no axis)
+    has no sibling to tell apart from: it keeps its full run name."""
+    flats = [c.flat_params() for c in configs]
+    varying = [k for k in axes if len({_shown(f.get(k)) for f in flats}) > 1]
+    if not varying:
+        cache: dict = {}
+        names = [default_run_name(registry, c, axes, cache) for c in configs]
+    else:
+        labels = _labels(list(flats[0]))
+        parts = {k: [f"{labels.get(k, k)}={_shown(f.get(k))}" for f in flats] for k in varying}
+        names = [" ".join(parts[k][i] for k in varying) for i in range(len(configs))]
     seen: dict[str, int] = {}
     for name in names:
         seen[name] = seen.get(name, 0) + 1
