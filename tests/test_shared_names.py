@@ -113,4 +113,5 @@ def test_a_clash_among_other_plugins_is_ambiguous_but_every_override_works(fake_
         assert _shown(invoke, "acme-fancy", *how)["loss"]["name"] in ("lib:fancy", "l1")
         _ok(invoke("run", "acme-fancy", "--no-track", "-q", *how))
         dry = _ok(invoke("sweep", "acme-fancy", "--dry-run", "--set", "optimizer.lr=0.1,0.2", *how))
-        assert "2 points" in dry.stdout and "loss=" in dry.stdout  # the run names say which side
+        # The override resolved (no ambiguity error) and the points are named by what tells them apart.
+        assert "2 points" in dry.stdout and "[1] lr=0.1" in dry.stdout
