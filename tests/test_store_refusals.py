@@ -178,3 +178,44 @@ def test_the_switch_sends_every_write_through_mlflow(store, monkeypatch):
     assert DirectStore.open(store, "linear") is None
     tracker = MlflowTracker(store, "linear").open()
     assert tracker.direct is None and tracker.client is not None
+
+
+OLDER_STORE = Path(__file__).parent / "data" / "mlflow-3.10.0-store.db.gz"  # how it was made: tests/data/README.md
+
+
+def _tables(db_path: Path) -> tuple[int, str]:
+    with sqlite3.connect(db_path) as db:
+        count = db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        return count, db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+@pytest.mark.parametrize("command", [["run", "linear", "--epochs", "1", "-q"], ["runs"]], ids=["run", "runs"])
+def test_a_store_written_by_an_older_mlflow_is_refused_whole_and_never_upgraded(tmp_path, command):
+    import gzip
+
+    db_path = tmp_path / "older" / "mlflow.db"
+    db_path.parent.mkdir()
+    db_path.write_bytes(gzip.decompress(OLDER_STORE.read_bytes()))
+    before = _tables(db_path)
+    uri = f"sqlite:///{db_path}"
+    result = subprocess.run([REGFW, *command, "--tracking-uri", uri], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    # MLflow's own message, whole: what it found, what it expected, and its advice to the end
+    assert f"found version {before[1]}" in lines[0] and "'mlflow db upgrade <database_uri>'" in lines[0]
+    assert lines[0].endswith("more detail."), lines[0]
+    assert _tables(db_path) == before  # the older MLflow can still open it
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+
+
+def test_a_store_written_by_a_newer_mlflow_is_called_newer(store, tmp_path):
+    MlflowTracker(store, "linear").open()
+    with sqlite3.connect(sqlite_path(store)) as db:
+        db.execute("UPDATE alembic_version SET version_num = 'f0f0f0f0f0f0'")  # a revision no installed MLflow ships
+    result = subprocess.run([REGFW, "run", "linear", "--epochs", "1", "-q", "--tracking-uri", store],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "written by a newer MLflow" in lines[0], result.stderr
+    assert "out-of-date" not in lines[0]

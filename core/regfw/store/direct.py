@@ -168,14 +168,15 @@ def dataset_fits(dataset: dict, input_tags: dict[str, str]) -> bool:
 
 
 @functools.cache
-def migration_heads() -> frozenset[str]:
-    """The head revisions of the schema migrations shipped with the installed MLflow, read from
-    its files (importing the package would cost the two seconds this module saves)."""
+def migration_revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """Every revision of the schema migrations shipped with the installed MLflow, and the heads
+    among them, read from its files (importing the package would cost the two seconds this
+    module saves)."""
     import importlib.util
 
     spec = importlib.util.find_spec("mlflow")
     if spec is None or not spec.submodule_search_locations:
-        return frozenset()
+        return frozenset(), frozenset()
     versions = Path(next(iter(spec.submodule_search_locations))) / "store" / "db_migrations" / "versions"
     revisions, parents = set(), set()
     for file in versions.glob("*.py"):
@@ -186,7 +187,12 @@ def migration_heads() -> frozenset[str]:
         down = re.search(r"^down_revision\s*=\s*(.+)$", text, re.M)
         if down:
             parents.update(re.findall(r"['\"](\w+)['\"]", down.group(1)))
-    return frozenset(revisions - parents)
+    return frozenset(revisions), frozenset(revisions - parents)
+
+
+def migration_heads() -> frozenset[str]:
+    """The head revision(s) of the installed MLflow's schema (what it stamps a new store with)."""
+    return migration_revisions()[1]
 
 
 class DirectStore:
@@ -213,7 +219,7 @@ class DirectStore:
         except sqlite3.Error:
             return None
         try:
-            connection.execute("PRAGMA synchronous=NORMAL")  # WAL mode is set once, by store.client
+            connection.execute("PRAGMA synchronous=NORMAL")  # this connection only: the journal mode is the store's
             heads = migration_heads()
             version = connection.execute("SELECT version_num FROM alembic_version").fetchall()
             if len(heads) != 1 or [row[0] for row in version] != list(heads):
