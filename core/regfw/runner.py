@@ -198,7 +198,7 @@ def finish(outcome: Outcome, state, tracker, recorder: Recorder, writer=None, ex
         if outcome.error:
             tags[T.FAILURE] = outcome.error
         tracker.set_tags(tags)
-        if tracker.recording:
+        if tracker.recording and tracker.gone is None:  # a run deleted meanwhile gets no artifacts
             view = run_view(outcome, state)
             local = tracker.artifact_folder()
             if local is not None:  # the run's own folder on this machine: written in place

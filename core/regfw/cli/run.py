@@ -114,7 +114,7 @@ def run(ctx, **kwargs):
     if not kwargs["quiet"]:
         print_summary(outcome, config, tracker)
     if outcome.error:
-        click.echo(f"regfw: error: {outcome.error}" + (f" (run {outcome.run_id} marked {outcome.status})" if outcome.run_id else ""),
+        click.echo(f"regfw: error: {outcome.error}" + (f" (run {outcome.run_id} marked {outcome.status})" if outcome.run_id and tracker.gone is None else ""),
                    err=True)
     if landscape and outcome.status == "FINISHED":
         from regfw.cli.landscape import draw_for_run

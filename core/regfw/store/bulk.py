@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 import math
 
+from regfw.store.direct import check_run_active
+
 FLOAT64_MAX = 1.7976931348623157e308
 
 
@@ -46,8 +48,11 @@ def write_metrics(store, batches: dict) -> None:
     if not rows:
         return
     insert, upsert = _statements()
-    # The driver's executemany with plain tuples, one transaction for both tables.
+    # The driver's executemany with plain tuples, one transaction for both tables, after MLflow's
+    # check that each run is still active (deleted or gc'd meanwhile: RunGone, nothing written).
     with store.transaction() as db:
+        for run_id in batches:
+            check_run_active(db, run_id)
         db.executemany(insert, rows)
         db.executemany(upsert, list(latest.values()))
 

@@ -27,7 +27,7 @@ def open_client(uri: str, *, create: bool = False):
             with store_lock(uri):
                 client = MlflowClient(tracking_uri=uri)
                 client.search_experiments(max_results=1)
-                write_ahead_log(client)
+                fewer_syncs(client)
         else:
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)
@@ -38,16 +38,15 @@ def open_client(uri: str, *, create: bool = False):
     return client
 
 
-def write_ahead_log(client) -> None:
-    """A SQLite store in WAL mode, each of this process's connections with ``synchronous=NORMAL``.
+def fewer_syncs(client) -> None:
+    """Each of this process's connections to a SQLite store with ``synchronous=NORMAL``.
 
-    Why: in SQLite's default mode every commit waits for the disk (fsync), and a run makes a
-    dozen commits (create, params, tags, inputs, metric batches, status): measured 0.5 ms each on
-    a quiet disk and ~5 ms under load, a large share of a sweep point's fixed cost. In WAL mode a
-    commit is an append; readers (``regfw ui``, ``runs``) and writers no longer block each other.
-    A committed run survives a crash of the process; only a power cut can lose the last commits.
-    WAL is recorded in the database file (once); NFS-mounted stores, where WAL does not work,
-    keep the default because the switch is refused there and that refusal is ignored."""
+    Why: a run makes a dozen commits (create, params, tags, inputs, metric batches, status), and
+    with SQLite's default every commit waits for the disk more than once. ``NORMAL`` is a setting
+    of the connection, not of the file. The store's journal mode is left as MLflow (or its owner)
+    left it: a store switched to WAL stays in WAL after every process exits, and readers that
+    cannot write (a read-only results folder, ``?mode=ro``, another user) then fail with
+    "attempt to write a readonly database"."""
     engine = sqlite_engine(client)
     if engine is None or getattr(engine, "_regfw_tuned", False):
         return
@@ -59,11 +58,6 @@ def write_ahead_log(client) -> None:
     event.listen(engine, "connect", tune)
     engine._regfw_tuned = True
     engine.dispose()  # connections opened before the listener reconnect with it
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-    except Exception:  # noqa: BLE001 - another process holds the database: stay in the default mode
-        pass
 
 
 def sqlite_engine(client):

@@ -9,15 +9,25 @@ run's record costs about a millisecond and ``regfw run`` imports MLflow only whe
 
 Used only where it is certain to write what MLflow would:
 
+- ``REGFW_DIRECT_STORE`` is not ``0`` (``0``: every write goes through ``MlflowClient``);
 - a SQLite store that exists and whose schema is the one the installed MLflow creates: its
   ``alembic_version`` is the head of the migrations shipped with that MLflow (read from the
-  package's files, without importing it); an older or newer store goes through MLflow, which
-  refuses or migrates it as it always did;
+  package's files, without importing it), and every table this module writes has the columns it
+  writes and no other column that must be filled (:func:`schema_mismatch`, read from the store's
+  own table definitions); any other store goes through MLflow (an older or newer one is refused
+  before MLflow is opened on it: :mod:`regfw.store.schema`);
 - an experiment that exists, is active, was made by regfw and keeps its artifacts in a local
   folder; MLflow's workspaces off (``MLFLOW_ENABLE_WORKSPACES``/``MLFLOW_WORKSPACE`` unset);
 - params and tags that pass MLflow's own name and length rules (:func:`acceptable`), dataset
   inputs within its column sizes (:func:`dataset_fits`); anything else is logged through MLflow,
   which accepts, truncates or refuses it in its own words.
+
+MLflow refuses to write into a run that is not active, or into an experiment that is not; so does
+this module, with MLflow's own words (:class:`RunGone`), and the check is made inside the
+transaction of each write: a run deleted (``mlflow runs delete``, the UI) or garbage-collected
+(``mlflow gc``) while regfw writes it gets nothing more, not even orphan rows. SQLite's foreign
+keys are off on these connections as on every connection that does not ask, so that check is
+what stands for them.
 
 A local run's artifacts are copied into its folder as MLflow's local artifact repository copies
 them (:func:`copy_folder_into`, :func:`copy_file_into`).
@@ -41,6 +51,8 @@ import time
 import uuid
 from pathlib import Path
 
+from regfw.errors import RegfwError
+
 RUN_NAME_TAG = "mlflow.runName"
 USER_TAG = "mlflow.user"
 MAX_KEY = 250  # MLflow's MAX_ENTITY_KEY_LENGTH
@@ -49,6 +61,66 @@ MAX_TAG_VALUE = 8000
 MAX_RUN_NAME = 250  # the runs.name column
 NAME_CHARACTERS = re.compile(r"^[/\w.\- :]*$")  # MLflow's rule for param, metric and tag names (POSIX)
 DEFAULT_WORKSPACE = "default"
+ENV_SWITCH = "REGFW_DIRECT_STORE"  # "0": every write through MLflow's own client
+
+# What this module writes, table by table: a store whose tables lack one of these columns, or
+# have another that must be filled, is written through MLflow (see schema_mismatch).
+WRITTEN_COLUMNS = {
+    "runs": ("run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status", "start_time",
+             "end_time", "source_version", "lifecycle_stage", "artifact_uri", "experiment_id", "deleted_time"),
+    "tags": ("key", "value", "run_uuid"),
+    "params": ("key", "value", "run_uuid"),
+    "metrics": ("key", "value", "timestamp", "step", "is_nan", "run_uuid"),
+    "latest_metrics": ("key", "value", "timestamp", "step", "is_nan", "run_uuid"),
+    "datasets": ("dataset_uuid", "experiment_id", "name", "digest", "dataset_source_type", "dataset_source",
+                 "dataset_schema", "dataset_profile"),
+    "inputs": ("input_uuid", "source_type", "source_id", "destination_type", "destination_id"),
+    "input_tags": ("input_uuid", "name", "value"),
+}
+READ_COLUMNS = {"experiments": ("experiment_id", "name", "lifecycle_stage", "artifact_location", "workspace"),
+                "experiment_tags": ("key", "value", "experiment_id")}
+
+
+class RunGone(RegfwError):
+    """The run (or its experiment) is no longer active in the store: deleted or garbage-collected
+    by someone else while regfw wrote it. Nothing more is written to it."""
+
+
+def enabled() -> bool:
+    """Whether the direct path may be used at all (``REGFW_DIRECT_STORE=0`` forces MLflow's own)."""
+    return os.environ.get(ENV_SWITCH, "1").strip() != "0"
+
+
+def schema_mismatch(connection: sqlite3.Connection) -> str | None:
+    """Why the store's tables differ from what this module writes (a renamed or added column), or
+    None when every statement here fits them. Read from the store's own table definitions."""
+    for table, columns in (WRITTEN_COLUMNS | READ_COLUMNS).items():
+        found = {row[1]: row for row in connection.execute(f"PRAGMA table_info({table})")}
+        if not found:
+            return f"table {table} is missing"
+        missing = [c for c in columns if c not in found]
+        if missing:
+            return f"table {table} has no column {missing[0]}"
+        if table in WRITTEN_COLUMNS:
+            # cid, name, type, notnull, dflt_value, pk: a column that must be given and is not written here
+            required = [name for name, row in found.items()
+                        if row[3] and row[4] is None and not row[5] and name not in columns]
+            if required:
+                return f"table {table} has a column {required[0]} that must be filled"
+    return None
+
+
+_said: set[str] = set()
+
+
+def say_once(text: str) -> None:
+    """A note on stderr, once per process, where the user asked to see them (``REGFW_DEBUG=1``)."""
+    if text in _said or os.environ.get("REGFW_DEBUG") != "1":
+        return
+    import sys
+
+    _said.add(text)
+    print(f"regfw: note: {text}", file=sys.stderr)
 
 
 def now_ms() -> int:
@@ -71,6 +143,20 @@ def acceptable(params: dict[str, str], tags: dict[str, str]) -> bool:
             and len(tags.get(RUN_NAME_TAG, "")) <= MAX_RUN_NAME)
 
 
+def refused_metric_name(key: str) -> str | None:
+    """MLflow's refusal of metric name ``key`` (``_validate_metric``), on one line, or None where
+    MLflow takes it. Names that pass regfw's own copy of the rule never import MLflow."""
+    if _name_ok(key):
+        return None
+    from mlflow.utils.validation import _validate_metric
+
+    try:
+        _validate_metric(key, 0.0, 0, 0)
+    except Exception as exc:  # noqa: BLE001 - MlflowException: its message is the answer
+        return "metric " + repr(key) + ": " + " ".join(str(getattr(exc, "message", exc)).split())
+    return None
+
+
 MAX_DATASET = {"name": 500, "digest": 36, "source_type": 36, "source": 65535, "schema": 1048575, "profile": 16777215}
 MAX_INPUT_TAG = (255, 500)  # input_tags' name and value columns
 
@@ -82,14 +168,15 @@ def dataset_fits(dataset: dict, input_tags: dict[str, str]) -> bool:
 
 
 @functools.cache
-def migration_heads() -> frozenset[str]:
-    """The head revisions of the schema migrations shipped with the installed MLflow, read from
-    its files (importing the package would cost the two seconds this module saves)."""
+def migration_revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """Every revision of the schema migrations shipped with the installed MLflow, and the heads
+    among them, read from its files (importing the package would cost the two seconds this
+    module saves)."""
     import importlib.util
 
     spec = importlib.util.find_spec("mlflow")
     if spec is None or not spec.submodule_search_locations:
-        return frozenset()
+        return frozenset(), frozenset()
     versions = Path(next(iter(spec.submodule_search_locations))) / "store" / "db_migrations" / "versions"
     revisions, parents = set(), set()
     for file in versions.glob("*.py"):
@@ -100,7 +187,12 @@ def migration_heads() -> frozenset[str]:
         down = re.search(r"^down_revision\s*=\s*(.+)$", text, re.M)
         if down:
             parents.update(re.findall(r"['\"](\w+)['\"]", down.group(1)))
-    return frozenset(revisions - parents)
+    return frozenset(revisions), frozenset(revisions - parents)
+
+
+def migration_heads() -> frozenset[str]:
+    """The head revision(s) of the installed MLflow's schema (what it stamps a new store with)."""
+    return migration_revisions()[1]
 
 
 class DirectStore:
@@ -119,7 +211,7 @@ class DirectStore:
         from regfw.store.uri import sqlite_path
 
         path = sqlite_path(uri)
-        if path is None or not path.is_file() or os.environ.get("MLFLOW_WORKSPACE") or \
+        if not enabled() or path is None or not path.is_file() or os.environ.get("MLFLOW_WORKSPACE") or \
                 os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").strip().lower() in ("true", "1"):
             return None
         try:
@@ -127,11 +219,15 @@ class DirectStore:
         except sqlite3.Error:
             return None
         try:
-            connection.execute("PRAGMA synchronous=NORMAL")  # WAL mode is set once, by store.client
+            connection.execute("PRAGMA synchronous=NORMAL")  # this connection only: the journal mode is the store's
             heads = migration_heads()
             version = connection.execute("SELECT version_num FROM alembic_version").fetchall()
             if len(heads) != 1 or [row[0] for row in version] != list(heads):
                 raise LookupError("schema")
+            mismatch = schema_mismatch(connection)
+            if mismatch is not None:
+                say_once(f"{uri}: {mismatch}; runs are written through MLflow's own client in this process")
+                raise LookupError("columns")
             found = connection.execute(
                 "SELECT experiment_id, lifecycle_stage, artifact_location FROM experiments "
                 "WHERE name = ? AND workspace = ?", (experiment_name, DEFAULT_WORKSPACE)).fetchone()
@@ -147,11 +243,14 @@ class DirectStore:
         return cls(path, connection, str(found[0]), found[2])
 
     @contextlib.contextmanager
-    def transaction(self):
+    def transaction(self, run_id: str | None = None):
         """One write transaction (taken at once: a writer waits for another's to end, up to the
-        connection's timeout, rather than failing half-way)."""
+        connection's timeout, rather than failing half-way). With ``run_id``: first, inside it,
+        the check MLflow makes before every write to a run (:func:`check_run_active`)."""
         self.connection.execute("BEGIN IMMEDIATE")
         try:
+            if run_id is not None:
+                check_run_active(self.connection, run_id)
             yield self.connection
         except BaseException:
             self.connection.execute("ROLLBACK")
@@ -167,6 +266,7 @@ class DirectStore:
         run_name = run_name or tags.get(RUN_NAME_TAG) or run_id
         tags.setdefault(RUN_NAME_TAG, run_name)
         with self.transaction() as db:
+            check_experiment_active(db, self.experiment_id)
             db.execute("INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, "
                        "start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id, deleted_time) "
                        "VALUES (?, ?, 'UNKNOWN', '', '', ?, 'RUNNING', ?, NULL, '', 'active', ?, ?, NULL)",
@@ -179,7 +279,7 @@ class DirectStore:
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         """Tags set or replaced; a new ``mlflow.runName`` renames the run, as MLflow's ``set_tag`` does."""
-        with self.transaction() as db:
+        with self.transaction(run_id) as db:
             db.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?) "
                            "ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value",
                            [(k, v, run_id) for k, v in tags.items()])
@@ -189,7 +289,7 @@ class DirectStore:
     def log_input(self, run_id: str, dataset: dict, input_tags: dict[str, str]) -> None:
         """A dataset input, as ``log_inputs``: the experiment's dataset row is shared by every run
         that used the same (name, digest); one input edge per run and dataset, with its tags."""
-        with self.transaction() as db:
+        with self.transaction(run_id) as db:
             found = db.execute("SELECT dataset_uuid FROM datasets WHERE experiment_id = ? AND name = ? AND digest = ?",
                                (int(self.experiment_id), dataset["name"], dataset["digest"])).fetchone()
             if found is None:
@@ -211,11 +311,30 @@ class DirectStore:
 
     def terminate(self, run_id: str, status: str) -> None:
         """The run's final status and end time, as ``set_terminated``."""
-        with self.transaction() as db:
+        with self.transaction(run_id) as db:
             db.execute("UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?", (status, now_ms(), run_id))
 
     def close(self) -> None:
         self.connection.close()
+
+
+def check_run_active(db: sqlite3.Connection, run_id: str) -> None:
+    """MLflow's ``_check_run_is_active`` (and its ``_get_run``), in MLflow's words."""
+    found = db.execute("SELECT lifecycle_stage FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+    if found is None:
+        raise RunGone(f"Run with id={run_id} not found")
+    if found[0] != "active":
+        raise RunGone(f"The run {run_id} must be in the 'active' state. Current state is {found[0]}.")
+
+
+def check_experiment_active(db: sqlite3.Connection, experiment_id: str) -> None:
+    """MLflow's ``_check_experiment_is_active`` before a run is created in it, in MLflow's words."""
+    found = db.execute("SELECT lifecycle_stage FROM experiments WHERE experiment_id = ?",
+                       (int(experiment_id),)).fetchone()
+    if found is None:
+        raise RunGone(f"No Experiment with id={experiment_id} exists")
+    if found[0] != "active":
+        raise RunGone(f"The experiment {experiment_id} must be in the 'active' state. Current state is {found[0]}.")
 
 
 def copy_folder_into(folder: str | Path, destination: Path) -> None:

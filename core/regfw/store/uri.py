@@ -86,6 +86,10 @@ def check_sqlite_file(path: Path, uri: str) -> None:
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "alembic_version" in tables:
+                from regfw.store.schema import check_version
+
+                check_version(db, uri)  # another MLflow's store: refused, never upgraded in place
     except sqlite3.Error as exc:
         if "locked" in str(exc):  # another regfw writing to it: MLflow waits its turn
             return

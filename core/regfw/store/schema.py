@@ -1,0 +1,59 @@
+"""A store written by another MLflow: refused in one line before MLflow is opened on it.
+
+Why: MLflow's own client, opened on a SQLite store made by an older MLflow that lacks some of
+today's tables, creates them and runs every migration in place (MLflow 3.17 on a 3.10 store:
+44 tables become 65) without asking, and the older MLflow can no longer open it. A store is the
+user's record; upgrading it is theirs to decide. So an existing store whose ``alembic_version``
+is not the installed MLflow's head is refused here, for every command (writers and readers):
+
+- an older store, with MLflow's own whole message (``_verify_schema``: take a backup, then
+  ``mlflow db upgrade``), which it gives for a store of a complete older schema;
+- a newer store (a revision the installed MLflow does not ship), saying so: MLflow's message
+  would call it "out-of-date".
+
+Read with the standard library's ``sqlite3``; MLflow is imported only to word a refusal.
+"""
+
+from __future__ import annotations
+
+from regfw.errors import RegfwError
+
+
+def check_version(connection, uri: str) -> None:
+    """Refuse the store on ``connection`` unless it is at the installed MLflow's schema head (or
+    has no ``alembic_version`` yet: a store MLflow has still to create)."""
+    import sqlite3
+
+    from regfw.store.direct import migration_revisions
+
+    try:
+        found = [row[0] for row in connection.execute("SELECT version_num FROM alembic_version")]
+    except sqlite3.Error:  # no such table: an empty store, created by MLflow as it is opened
+        return
+    revisions, heads = migration_revisions()
+    if not found or not heads or set(found) == set(heads):
+        return
+    version = found[0]
+    if version in revisions:
+        raise RegfwError(f"tracking store {uri} was written by an older MLflow; regfw does not upgrade it: "
+                         f"{mlflow_words(uri)}")
+    from importlib.metadata import version as installed
+
+    raise RegfwError(f"tracking store {uri} was written by a newer MLflow (schema version {version}, which the "
+                     f"installed MLflow {installed('mlflow')} does not know); open it with that MLflow, or "
+                     "give another store")
+
+
+def mlflow_words(uri: str) -> str:
+    """MLflow's own refusal of a store at another schema version, whole, on one line."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _verify_schema
+
+    engine = sqlalchemy.create_engine(uri)
+    try:
+        _verify_schema(engine)
+    except Exception as exc:  # noqa: BLE001 - MlflowException: its message is the answer
+        return " ".join(str(getattr(exc, "message", exc)).split())
+    finally:
+        engine.dispose()
+    return "its schema is not the installed MLflow's"
