@@ -158,3 +158,54 @@ def test_rerun_in_another_process_reports_a_different_thread_count(regfw_script,
     assert row == ["threads", "1", "2"]
     if done.returncode == 4:  # two threads may sum in another order: then the report says why
         assert "may come from what differs in the environment: threads" in done.stdout
+
+
+# --- run/sweep --from RUN_ID --------------------------------------------------------------------
+
+def test_run_from_a_run_starts_from_its_config_and_records_it(invoke, store, tmp_path):
+    args = ["--device", "cpu", "--tracking-uri", store, "-q"]
+    assert invoke("run", "linear", "--epochs", "3", "--set", "dataset.noise=0.25", *args).exit_code == 0
+    original = only_run_id(store)
+    result = invoke("run", "--from", original[:10], "--set", "optimizer.lr=0.05", *args)
+    assert result.exit_code == 0, result.stderr
+    _, (first, second) = runs_of(store)
+    assert second.data.tags[T.STARTED_FROM] == original
+    assert second.data.params["optimizer.lr"] == "0.05"
+    changed = {k for k in first.data.params if first.data.params[k] != second.data.params.get(k)}
+    assert changed == {"optimizer.lr"}  # the epochs and the noise come from the run, not the experiment
+    # --config lays over the run's configuration; flags over both; EXPERIMENT may be given if it matches
+    file = tmp_path / "over.yaml"
+    file.write_text("train: {epochs: 2}\noptimizer: {params: {momentum: 0.5}}\n")
+    assert invoke("run", "linear", "--from", original, "--config", file, "--seed", "3", *args).exit_code == 0
+    third = runs_of(store)[1][-1].data.params
+    assert (third["train.epochs"], third["optimizer.momentum"], third["seed"]) == ("2", "0.5", "3")
+    assert third["dataset.noise"] == "0.25" and third["optimizer.lr"] == "0.01"
+
+
+def test_run_from_refuses_another_experiment_and_a_missing_run_in_one_line(invoke, store):
+    args = ["--device", "cpu", "--tracking-uri", store, "-q"]
+    assert invoke("run", "linear", "--epochs", "1", *args).exit_code == 0
+    original = only_run_id(store)
+    result = invoke("run", "quadratic-param", "--from", original, *args)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "is experiment 'linear', not 'quadratic-param'" in result.stderr
+    result = invoke("run", "--from", "feedbeef", *args)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "feedbeef" in result.stderr
+    result = invoke("run", *args)  # neither EXPERIMENT nor --from: a usage error
+    assert result.exit_code == 2 and "Missing argument 'EXPERIMENT'" in result.stderr
+    assert len(runs_of(store)[1]) == 1
+
+
+def test_sweep_from_a_run_sweeps_around_its_config(invoke, store):
+    args = ["--device", "cpu", "--tracking-uri", store, "-q"]
+    assert invoke("run", "linear", "--epochs", "2", "--set", "dataset.noise=0.25", *args).exit_code == 0
+    original = only_run_id(store)
+    result = invoke("sweep", "--from", original, "--set", "optimizer.lr=0.01,0.02", *args)
+    assert result.exit_code == 0, result.stderr
+    _, runs = runs_of(store)
+    new = [r for r in runs if r.info.run_id != original]
+    assert len(new) == 3  # the parent and two points
+    assert {r.data.tags[T.STARTED_FROM] for r in new} == {original}
+    points = [r for r in new if T.PARENT in r.data.tags]
+    assert sorted(r.data.params["optimizer.lr"] for r in points) == ["0.01", "0.02"]
+    assert {(r.data.params["train.epochs"], r.data.params["dataset.noise"]) for r in points} == {("2", "0.25")}

@@ -43,8 +43,9 @@ def override_options(func):
     return func
 
 
-def resolve_from_options(plugins, kwargs: dict):
-    """Turn the parsed options into a validated Config (pops the override options)."""
+def resolve_from_options(plugins, kwargs: dict, start=None):
+    """Turn the parsed options into a validated Config (pops the override options). ``start``: a
+    :class:`regfw.reproduce.record.StartingPoint` (``--from RUN_ID``), the layer under ``--config``."""
     from regfw.config import load_config_file, parse_set, resolve
 
     experiment = kwargs.pop("experiment")
@@ -53,7 +54,40 @@ def resolve_from_options(plugins, kwargs: dict):
     swaps = {part: kwargs.pop(part) for part in SWAPS}
     flags = {FLAG_KEYS[name]: kwargs.pop(name) for name in FLAG_KEYS}
     file_values = load_config_file(config_path) if config_path else None
+    experiment, file_values = layer_start(start, experiment, file_values)
     return resolve(plugins.registry, experiment, config_file=file_values, sets=sets, swaps=swaps, flags=flags)
+
+
+def from_option(func):
+    """--from RUN_ID (run, sweep): start from that run's configuration; EXPERIMENT may then be left out."""
+    func = click.option("--from", "from_run", metavar="RUN_ID",
+                        help="Start from this run's resolved configuration (same store), then apply "
+                             "--config/--set/flags; the new run records it (regfw.started_from).")(func)
+    for param in getattr(func, "__click_params__", ()):
+        if param.name == "experiment":
+            param.required = False
+    return func
+
+
+def starting_point(kwargs: dict):
+    """Pop ``--from``: its run as a StartingPoint (read from ``--tracking-uri``'s store), or None."""
+    given = kwargs.pop("from_run", None)
+    if given is None:
+        return None
+    from regfw.reproduce.record import starting_point as read
+    from regfw.store import tracking_uri
+
+    return read(tracking_uri(kwargs.get("tracking_uri")), given)
+
+
+def layer_start(start, experiment, file_values):
+    """(experiment, --config values) with ``--from``'s configuration under them; without ``--from``
+    a missing EXPERIMENT is a usage error, as Click's own."""
+    if start is not None:
+        return start.layered(experiment, file_values)
+    if experiment is None:
+        raise click.UsageError("Missing argument 'EXPERIMENT' (or --from RUN_ID).", click.get_current_context())
+    return experiment, file_values
 
 
 def one_line_plugin_errors(plugins) -> None:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from regfw.cli.common import one_line_plugin_errors, override_options, resolve_from_options
+from regfw.cli.common import from_option, one_line_plugin_errors, override_options, resolve_from_options, starting_point
 from regfw.errors import RegfwError
 from regfw.interrupts import Interrupted, sigterm_as_interrupt
 
@@ -29,6 +29,7 @@ def print_summary(outcome, config, tracker) -> None:
 
 
 @click.command()
+@from_option
 @override_options
 @click.option("--experiment-name", metavar="NAME", help="MLflow experiment (default: the regfw experiment's name).")
 @click.option("--run-name", metavar="NAME", help="MLflow run name (default: experiment plus what you changed).")
@@ -54,6 +55,7 @@ def run(ctx, **kwargs):
       regfw run linear
       regfw run linear --device cuda --epochs 2000
       regfw run linear --optimizer adam --set optimizer.lr=0.1
+      regfw run --from 3f2a9c1d --set optimizer.lr=0.05
     """
     from regfw import distributed
 
@@ -75,7 +77,8 @@ def run(ctx, **kwargs):
 
     plugins = get_plugins()
     one_line_plugin_errors(plugins)
-    config = resolve_from_options(plugins, kwargs)
+    start = starting_point(kwargs)
+    config = resolve_from_options(plugins, kwargs, start)
     if kwargs["checkpoint_every"] and kwargs["no_track"]:
         raise RegfwError("--checkpoint-every stores checkpoints in the MLflow run; it cannot be used with --no-track")
     epochs = config.train["epochs"]
@@ -92,7 +95,10 @@ def run(ctx, **kwargs):
     if kwargs["no_track"]:
         tracker = NullTracker()
     else:
-        tracker = MlflowTracker(tracking_uri(kwargs["tracking_uri"]), kwargs["experiment_name"] or config.experiment)
+        from regfw.store import tags as T
+
+        tracker = MlflowTracker(tracking_uri(kwargs["tracking_uri"]), kwargs["experiment_name"] or config.experiment,
+                                extra_tags={T.STARTED_FROM: start.run_id} if start is not None else None)
     run_name = kwargs["run_name"] or default_run_name(plugins.registry, config)
     if nproc:  # the input is checked above, once; each process runs this command without --nproc
         launch_and_exit(nproc)

@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from regfw.cli.common import FLAG_KEYS, FLAG_OPTIONS, SWAPS, one_line_plugin_errors, override_options
+from regfw.cli.common import (FLAG_KEYS, FLAG_OPTIONS, SWAPS, from_option, layer_start, one_line_plugin_errors,
+                              override_options, starting_point)
 from regfw.errors import RegfwError
 
 from regfw.sweep.grid import DEFAULT_MAX_POINTS  # cheap: the grid module imports neither torch nor mlflow
@@ -44,18 +45,20 @@ def print_fallback(indices, reason: str, points) -> None:
     click.echo(f"  not vectorized, point{'s' * (len(indices) != 1)} {_numbers(indices)}: {reason}")
 
 
-def _grid_from_options(plugins, kwargs: dict):
+def _grid_from_options(plugins, kwargs: dict, start=None):
     from regfw.config import load_config_file
     from regfw.sweep import build_grid
 
     config_path = kwargs.pop("config_path")
     max_points = kwargs.pop("max_points", None)
+    experiment, file_values = layer_start(start, kwargs.pop("experiment"),
+                                          load_config_file(config_path) if config_path else None)
     return build_grid(
         plugins.registry,
-        kwargs.pop("experiment"),
+        experiment,
         sets=kwargs.pop("sets"),
         seeds=kwargs.pop("seeds"),
-        config_file=load_config_file(config_path) if config_path else None,
+        config_file=file_values,
         swaps={part: kwargs.pop(part) for part in SWAPS},
         flags={FLAG_KEYS[name]: kwargs.pop(name) for name in FLAG_KEYS},
         flag_options=FLAG_OPTIONS,
@@ -64,6 +67,7 @@ def _grid_from_options(plugins, kwargs: dict):
 
 
 @click.command()
+@from_option
 @override_options
 @click.option("--seeds", metavar="0,1,2|0-4", help="Repeat every point with these seeds (a sweep axis).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
@@ -109,7 +113,8 @@ def sweep(**kwargs):
 
     plugins = get_plugins()
     one_line_plugin_errors(plugins)
-    grid = _grid_from_options(plugins, kwargs)
+    start = starting_point(kwargs)
+    grid = _grid_from_options(plugins, kwargs, start)
     quiet = kwargs["quiet"]
     total = len(grid.points)
     if kwargs["dry_run"]:
@@ -122,6 +127,7 @@ def sweep(**kwargs):
 
     from regfw.cli.progress import Reporter
     from regfw.store import default_tracking_uri, tracking_uri
+    from regfw.store import tags as T
     from regfw.sweep import run_sweep
 
     ray = _ray_options(kwargs, quiet)
@@ -151,7 +157,7 @@ def sweep(**kwargs):
                         vectorize=kwargs["vectorize"], max_bucket=kwargs["max_bucket"],
                         on_plan=None if quiet else lambda plan: print_plan(plan, grid.points),
                         on_fallback=None if quiet else lambda indices, why: print_fallback(indices, why, grid.points),
-                        ray=ray)
+                        ray=ray, tags={T.STARTED_FROM: start.run_id} if start is not None else None)
     if not quiet:
         done = sum(r.status == "FINISHED" for r in outcome.results)
         click.echo(f"sweep {outcome.sweep_id} {outcome.status.lower()}: {done} finished, {outcome.failed} failed"

@@ -95,3 +95,45 @@ def _config_values(client, uri: str, run_id: str) -> dict:
     if not isinstance(values, dict):
         raise RegfwError(f"run {run_id}: its {CONFIG_ARTIFACT} is not a configuration mapping")
     return values
+
+
+@dataclass
+class StartingPoint:
+    """``regfw run/sweep --from RUN_ID``: the run's resolved configuration as the base layer."""
+
+    run_id: str
+    experiment: str
+    values: dict
+
+    def layered(self, experiment: str | None, file_values: dict | None) -> tuple[str, dict]:
+        """(experiment, configuration values): ``--config FILE`` laid over the run's configuration.
+        A part the file names anew starts from that component's own defaults, as a swap does."""
+        if experiment is not None and experiment != self.experiment:
+            raise RegfwError(f"--from run {self.run_id} is experiment '{self.experiment}', not '{experiment}'; "
+                             f"leave EXPERIMENT out or give '{self.experiment}'")
+        values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.values.items()}
+        for key, value in (file_values or {}).items():
+            base = values.get(key)
+            if key == "train" and isinstance(value, dict) and isinstance(base, dict):
+                values[key] = base | value
+            elif isinstance(value, dict) and isinstance(base, dict) and value.get("name", base.get("name")) == \
+                    base.get("name") and isinstance(value.get("params", {}), dict):
+                values[key] = base | {"params": dict(base.get("params") or {}) | dict(value.get("params") or {})}
+            else:  # a value, or another component: it replaces the run's
+                values[key] = value
+        return self.experiment, values
+
+
+def starting_point(uri: str, given: str) -> StartingPoint:
+    """The run ``given`` (an id or unique prefix) in ``uri`` as a starting point."""
+    from regfw.cli.resume import full_run_id
+
+    run_id = full_run_id(uri, given)
+    recorded = load_recorded(uri, run_id)
+    if recorded.is_sweep:
+        raise RegfwError(f"run {run_id} is a sweep's parent run: start --from one of its points "
+                         f"(regfw runs --sweep {recorded.tags.get(T.SWEEP_ID, '?')})")
+    experiment = recorded.values.get("experiment")
+    if not isinstance(experiment, str):
+        raise RegfwError(f"run {run_id}: its {CONFIG_ARTIFACT} names no experiment")
+    return StartingPoint(run_id, experiment, recorded.values)

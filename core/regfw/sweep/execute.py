@@ -47,7 +47,7 @@ def sweep_name(grid: Grid) -> str:
 
 def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 1, reporter=None,
               on_result=None, vectorize: bool = False, max_bucket: int | None = None,
-              on_plan=None, on_fallback=None, ray=None) -> SweepResult:
+              on_plan=None, on_fallback=None, ray=None, tags: dict | None = None) -> SweepResult:
     """Create the parent run, run every point (one after another, or in ``jobs`` processes),
     close the parent (``uri`` None: ``--no-track``, nothing recorded). ``reporter`` shows a
     point's progress when points run here (``jobs=1``).
@@ -57,7 +57,9 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
     bucket whose built points turned out not to stack (they then run the normal way).
 
     ``ray``: a :class:`regfw.sweep.ray_backend.RayOptions`: the points run as Ray tasks; Ray is
-    reached and checked before any run exists."""
+    reached and checked before any run exists.
+
+    ``tags``: added to the parent and every point's run (``regfw.started_from``, ``regfw.rerun_of``)."""
     from regfw.device import resolve_device
     from regfw.store import MlflowTracker, NullTracker
 
@@ -90,12 +92,12 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
         T.SWEEP_AXES: json.dumps({a.key: a.values for a in grid.axes}),
         T.NOTE: f"regfw sweep {sweep_id}: {len(grid.points)} points over {axes_text}",
         T.RUN_COLOR: T.PARENT_COLOR,
-    }
+    } | dict(tags or {})
     parent_id = parent.start(sweep_name(grid), params, tags)
 
     tasks = [PointTask(point.index, point.config, point.run_name, uri, experiment_name,
                        {T.PARENT: parent_id, T.SWEEP_ID: sweep_id, T.SWEEP_POINT: point.label() or "-",
-                        T.SWEEP_INDEX: point.index, T.RUN_COLOR: T.point_color(point.index)})
+                        T.SWEEP_INDEX: point.index, T.RUN_COLOR: T.point_color(point.index)} | dict(tags or {}))
              for point in grid.points]
     results: list[PointResult] = []
     interrupted: BaseException | None = None
