@@ -175,3 +175,24 @@ def test_a_table_cell_that_does_not_fit_float32_is_refused_naming_row_and_column
     assert runs_in(store) == []
     table.write_text("size,price\n1,2\n2,4\n3e38,6\n4,8\n")  # within float32: still a table
     assert invoke("show", "regression", "--set", f"dataset.path={table}", "--set", "dataset.target=price").exit_code == 0
+
+
+# -- regfw landscape ------------------------------------------------------------------------------
+def test_landscape_refuses_a_bad_span_or_out_before_drawing(invoke, store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the store's artifacts land beside it, not in the checkout
+    assert invoke("run", "manual-gd", "-q", "--tracking-uri", store).exit_code == 0
+    (run_id, status), = runs_in(store)
+    a_file = tmp_path / "a-file.png"
+    a_file.write_text("not a folder")
+    cases = [(["--span", "nan"], "--span must be a finite number above 0 that fits float32"),
+             (["--span", "inf"], "got inf"), (["--span", "1e308"], "got 1e+308"), (["--span", "0"], "got 0.0"),
+             (["--span", "-1"], "got -1.0"),
+             (["--out", a_file], f"--out {a_file} is a file; give a folder"),
+             (["--out", a_file / "pictures"], f"--out {a_file / 'pictures'}: cannot create the folder: Not a directory")]
+    for args, expected in cases:
+        line = refused(invoke("landscape", run_id, "--grid", 3, "--tracking-uri", store, *args))
+        assert expected in line, (args, line)
+    from mlflow import MlflowClient
+
+    assert [a.path for a in MlflowClient(store).list_artifacts(run_id) if a.path == "landscape"] == []  # nothing drawn
+    assert runs_in(store) == [(run_id, status)] and a_file.read_text() == "not a folder"

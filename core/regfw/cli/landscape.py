@@ -12,7 +12,7 @@ def landscape_options(func):
     for decorator in reversed([
         click.option("--grid", type=click.IntRange(3, 401), default=41, show_default=True, metavar="N",
                      help="Points per axis."),
-        click.option("--span", type=click.FloatRange(min=0, min_open=True), metavar="S",
+        click.option("--span", type=float, callback=_check_span, metavar="S",
                      help="Half-width of each axis around the final point (default: the path with a margin, "
                           "±max(1, |θ|) for params, ±1 for random)."),
         click.option("--directions", type=click.Choice(KINDS), help="params: the model's one or two scalars; "
@@ -25,6 +25,39 @@ def landscape_options(func):
     ]):
         func = decorator(func)
     return func
+
+
+def _check_span(ctx, param, span: float | None) -> float | None:
+    """A span moves float32 parameters: it must be a finite positive number that float32 holds
+    (nan, inf or 1e308 drew numpy warnings and then failed in matplotlib)."""
+    from regfw.errors import RegfwError
+    from regfw.params import LIMITS
+
+    if span is not None and not (0 < span <= LIMITS["float32"]):  # False for nan as well
+        raise RegfwError(f"--span must be a finite number above 0 that fits float32 (at most "
+                         f"{LIMITS['float32']:.4g}), got {span}")
+    return span
+
+
+def prepare_out(out: str | None) -> None:
+    """Create ``--out`` before anything is computed, so a file in its place or a folder that cannot
+    be made is one line at once, not an "unexpected" error after the landscape was drawn."""
+    import os
+    from pathlib import Path
+
+    from regfw.errors import RegfwError
+
+    if out is None:
+        return
+    target = Path(out)
+    if target.exists() and not target.is_dir():
+        raise RegfwError(f"--out {out} is a file; give a folder to write the pictures into")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RegfwError(f"--out {out}: cannot create the folder: {exc.strerror or type(exc).__name__}") from None
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise RegfwError(f"--out {out}: the folder is not writable")
 
 
 def report(written, uri: str, run_id: str) -> None:
@@ -74,6 +107,7 @@ def landscape(run_id, grid, span, directions, one_d, three_d, out, seed, trackin
     from regfw.plugins import get_plugins
     from regfw.store import tracking_uri as resolve_uri
 
+    prepare_out(out)
     plugins = get_plugins()
     one_line_plugin_errors(plugins)
     draw_for_run(plugins, resolve_uri(tracking_uri), run_id, directions=directions, grid=grid, span=span,

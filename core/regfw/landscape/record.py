@@ -136,8 +136,12 @@ def landscape_of_run(uri: str, run_id: str, registry, *, directions: str | None 
         copies = []
         if out is not None:  # named after the experiment too: several runs can share one folder
             target = Path(out)
-            target.mkdir(parents=True, exist_ok=True)
-            for name in files:
-                copies.append(target / name.replace("landscape_", f"landscape_{config.experiment}_", 1))
-                shutil.copyfile(pictures / name, copies[-1])
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+                for name in files:
+                    copies.append(target / name.replace("landscape_", f"landscape_{config.experiment}_", 1))
+                    shutil.copyfile(pictures / name, copies[-1])
+            except OSError as exc:  # a folder in a file's place, a full disk: the run has it already
+                raise RegfwError(f"the landscape is logged in run {run_id}, but cannot be copied to --out {out}: "
+                                 f"{exc.strerror or type(exc).__name__}") from None
     return Written(ls, files, copies)
