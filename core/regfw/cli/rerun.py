@@ -45,7 +45,7 @@ def rerun(run_id, verify, tolerance, sets, tracking_uri, experiment_name, jobs, 
       regfw rerun SWEEP_PARENT_ID --verify --jobs 2
     """
     from regfw.cli.common import one_line_plugin_errors
-    from regfw.cli.resume import full_run_id
+    from regfw.runs.queries import full_run_id
     from regfw.config import parse_set
     from regfw.plugins import get_plugins
     from regfw.reproduce.record import load_recorded

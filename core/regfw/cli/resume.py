@@ -29,6 +29,7 @@ def resume(run_id, tracking_uri, checkpoint_every, quiet, nproc):
     from regfw.cli.run import launch_and_exit, print_summary
     from regfw.plugins import get_plugins
     from regfw.runner import execute
+    from regfw.runs.queries import full_run_id
     from regfw.store import MlflowTracker, tracking_uri as resolve_uri
 
     plugins = get_plugins()
@@ -64,22 +65,6 @@ def resume(run_id, tracking_uri, checkpoint_every, quiet, nproc):
     if outcome.error:
         click.echo(f"regfw: error: {outcome.error} (run {outcome.run_id} marked {outcome.status})", err=True)
     sys.exit(outcome.exit_code)
-
-
-def full_run_id(uri: str, given: str) -> str:
-    """The run's full id from an id or a unique prefix, as `compare` takes them; anything that is
-    not hex digits is refused as no run id before the store is asked about it."""
-    from regfw.errors import RegfwError
-    from regfw.runs.queries import get_runs
-    from regfw.store import open_client, store_error
-
-    client = open_client(uri)
-    try:
-        return get_runs(client, uri, [given])[0].run_id
-    except RegfwError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a store that cannot be read is one line
-        raise store_error(uri, exc) from None
 
 
 COMMANDS = [resume]

@@ -126,7 +126,7 @@ class StartingPoint:
 
 def starting_point(uri: str, given: str) -> StartingPoint:
     """The run ``given`` (an id or unique prefix) in ``uri`` as a starting point."""
-    from regfw.cli.resume import full_run_id
+    from regfw.runs.queries import full_run_id
 
     run_id = full_run_id(uri, given)
     recorded = load_recorded(uri, run_id)

@@ -160,3 +160,17 @@ def histories(client, rows: list[RunRow], names) -> dict[str, dict[str, list[tup
                 curves[name] = sorted((m.step, unclamp(m.value)) for m in points)
         out[row.run_id] = curves
     return out
+
+
+def full_run_id(uri: str, given: str) -> str:
+    """The run's full id from an id or a unique prefix, as `compare` takes them; anything that is
+    not hex digits is refused as no run id before the store is asked about it."""
+    from regfw.store import open_client, store_error
+
+    client = open_client(uri)
+    try:
+        return get_runs(client, uri, [given])[0].run_id
+    except RegfwError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a store that cannot be read is one line
+        raise store_error(uri, exc) from None

@@ -5,7 +5,8 @@ Every other module talks to MLflow only through the names exported here.
 
 from regfw.store import keys, tags
 from regfw.store.client import experiment_id, is_missing, open_client, param_text, same_param
-from regfw.store.tracker import MlflowTracker, NullTracker
+from regfw.store.null import NullTracker
+from regfw.store.tracker import MlflowTracker
 from regfw.store.uri import (
     STORE_DIR,
     check_reachable,

@@ -42,7 +42,6 @@ of this fails there first.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import posixpath
 import re
@@ -167,31 +166,10 @@ def dataset_fits(dataset: dict, input_tags: dict[str, str]) -> bool:
             and all(len(k) <= MAX_INPUT_TAG[0] and len(v) <= MAX_INPUT_TAG[1] for k, v in input_tags.items()))
 
 
-@functools.cache
-def migration_revisions() -> tuple[frozenset[str], frozenset[str]]:
-    """Every revision of the schema migrations shipped with the installed MLflow, and the heads
-    among them, read from its files (importing the package would cost the two seconds this
-    module saves)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("mlflow")
-    if spec is None or not spec.submodule_search_locations:
-        return frozenset(), frozenset()
-    versions = Path(next(iter(spec.submodule_search_locations))) / "store" / "db_migrations" / "versions"
-    revisions, parents = set(), set()
-    for file in versions.glob("*.py"):
-        text = file.read_text(encoding="utf-8", errors="replace")
-        found = re.search(r"^revision\s*=\s*['\"](\w+)['\"]", text, re.M)
-        if found:
-            revisions.add(found.group(1))
-        down = re.search(r"^down_revision\s*=\s*(.+)$", text, re.M)
-        if down:
-            parents.update(re.findall(r"['\"](\w+)['\"]", down.group(1)))
-    return frozenset(revisions), frozenset(revisions - parents)
-
-
 def migration_heads() -> frozenset[str]:
     """The head revision(s) of the installed MLflow's schema (what it stamps a new store with)."""
+    from regfw.store.schema import migration_revisions
+
     return migration_revisions()[1]
 
 

@@ -16,6 +16,10 @@ Read with the standard library's ``sqlite3``; MLflow is imported only to word a 
 
 from __future__ import annotations
 
+import functools
+import re
+from pathlib import Path
+
 from regfw.errors import RegfwError
 
 
@@ -23,8 +27,6 @@ def check_version(connection, uri: str) -> None:
     """Refuse the store on ``connection`` unless it is at the installed MLflow's schema head (or
     has no ``alembic_version`` yet: a store MLflow has still to create)."""
     import sqlite3
-
-    from regfw.store.direct import migration_revisions
 
     try:
         found = [row[0] for row in connection.execute("SELECT version_num FROM alembic_version")]
@@ -57,3 +59,26 @@ def mlflow_words(uri: str) -> str:
     finally:
         engine.dispose()
     return "its schema is not the installed MLflow's"
+
+
+@functools.cache
+def migration_revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """Every revision of the schema migrations shipped with the installed MLflow, and the heads
+    among them, read from its files (importing the package would cost the two seconds this
+    module saves)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset(), frozenset()
+    versions = Path(next(iter(spec.submodule_search_locations))) / "store" / "db_migrations" / "versions"
+    revisions, parents = set(), set()
+    for file in versions.glob("*.py"):
+        text = file.read_text(encoding="utf-8", errors="replace")
+        found = re.search(r"^revision\s*=\s*['\"](\w+)['\"]", text, re.M)
+        if found:
+            revisions.add(found.group(1))
+        down = re.search(r"^down_revision\s*=\s*(.+)$", text, re.M)
+        if down:
+            parents.update(re.findall(r"['\"](\w+)['\"]", down.group(1)))
+    return frozenset(revisions), frozenset(revisions - parents)

@@ -1,7 +1,7 @@
 """Writing one run: the tracker interface every writer uses (runner, checkpoints, sweeps).
 
 ``log_metric`` costs about 4 ms a call on SQLite; buffered rows written in bulk
-(:mod:`regfw.store.bulk`) cost ~13 us each, so tracking stays cheap even for 500000-epoch runs. :class:`NullTracker`
+(:mod:`regfw.store.bulk`) cost ~13 us each, so tracking stays cheap even for 500000-epoch runs. :class:`regfw.store.null.NullTracker`
 (``--no-track``) has the same interface and writes nothing; ``recording`` tells them apart.
 """
 
@@ -333,48 +333,3 @@ def gone_from(exc: Exception) -> RunGone | None:
             or text.startswith("No Experiment with id="):
         return RunGone(text)
     return None
-
-
-class NullTracker:
-    """``--no-track``: the same interface, nothing written."""
-
-    recording = False
-    run_id = None
-    uri = None
-    gone = None
-
-    def open(self):
-        return self
-
-    def start(self, run_name, params, tags):
-        return None
-
-    def attach(self, run_id, tags, metrics=()):
-        return {}
-
-    def log_metrics(self, rows):
-        pass
-
-    def flush(self):
-        pass
-
-    def set_tags(self, tags):
-        pass
-
-    def artifact_folder(self):
-        return None
-
-    def log_artifacts(self, folder, artifact_path=None):
-        pass
-
-    def log_artifact(self, path, artifact_path=None):
-        pass
-
-    def log_input(self, source, context="train"):
-        pass
-
-    def end(self, status):
-        pass
-
-    def end_quietly(self, status):
-        pass

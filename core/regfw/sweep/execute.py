@@ -84,7 +84,8 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
     params = common_params(grid.points) | {f"sweep.{a.key}": (AXIS_SEP if a.list_typed else ",").join(a.values)
                                            for a in grid.axes}
     axes_text = ", ".join(a.key for a in grid.axes) or "nothing"
-    tags = {
+    extra_tags = dict(tags or {})
+    parent_tags = {
         T.ROLE: T.ROLE_SWEEP,
         T.SWEEP_ID: sweep_id,
         T.EXPERIMENT: grid.experiment,
@@ -92,12 +93,12 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
         T.SWEEP_AXES: json.dumps({a.key: a.values for a in grid.axes}),
         T.NOTE: f"regfw sweep {sweep_id}: {len(grid.points)} points over {axes_text}",
         T.RUN_COLOR: T.PARENT_COLOR,
-    } | dict(tags or {})
-    parent_id = parent.start(sweep_name(grid), params, tags)
+    } | extra_tags
+    parent_id = parent.start(sweep_name(grid), params, parent_tags)
 
     tasks = [PointTask(point.index, point.config, point.run_name, uri, experiment_name,
                        {T.PARENT: parent_id, T.SWEEP_ID: sweep_id, T.SWEEP_POINT: point.label() or "-",
-                        T.SWEEP_INDEX: point.index, T.RUN_COLOR: T.point_color(point.index)} | dict(tags or {}))
+                        T.SWEEP_INDEX: point.index, T.RUN_COLOR: T.point_color(point.index)} | extra_tags)
              for point in grid.points]
     results: list[PointResult] = []
     interrupted: BaseException | None = None
