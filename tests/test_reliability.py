@@ -394,6 +394,11 @@ def test_a_real_mlflow_server_receives_the_run_over_http(invoke, tmp_path, mlflo
     assert {"config.yaml", "model_state_dict.pt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     local = client.download_artifacts(run.info.run_id, "model_state_dict.pt", str(tmp_path / "dl"))
     assert torch.load(local, weights_only=True)["weight"].item() == pytest.approx(metrics_of(run)["learned.weight"])
+    # A server is a shared namespace: its Default experiment is left as it was (issue 27)...
+    assert client.get_experiment("0").lifecycle_stage == "active"
+    # ...and under -q nothing but errors is printed: not MLflow's "View run / View experiment" links.
+    quiet = invoke("run", "linear", "--epochs", 5, "--tracking-uri", uri, "-q")
+    assert quiet.exit_code == 0 and "View run" not in quiet.stdout + quiet.stderr and quiet.stdout == ""
 
 
 # -- broken plugins ------------------------------------------------------------------------------

@@ -90,9 +90,11 @@ def experiment_id(client, uri: str, name: str) -> str:
             # Artifacts live beside the database, under mlruns/, one folder per experiment.
             location = (path.parent / "artifacts" / name).resolve().as_uri() if path is not None else None
             try:
+                first = path is not None and _only_default(client)
                 created = client.create_experiment(name, artifact_location=location,
                                                    tags={T.EXPERIMENT_KIND: T.KIND_TRAINING})
-                hide_empty_default(client)
+                if first:  # a SQLite store regfw just made: its empty Default is regfw's to hide
+                    hide_empty_default(client)
                 return created
             except MlflowException:
                 found = client.get_experiment_by_name(name)  # another process created it first
@@ -105,9 +107,21 @@ def experiment_id(client, uri: str, name: str) -> str:
         raise store_error(uri, exc) from None
 
 
+def _only_default(client) -> bool:
+    """Whether the store holds no experiment but MLflow's own "Default" (one MLflow has just
+    created for regfw); a store with other experiments, and any server, is someone's namespace."""
+    try:
+        from mlflow.entities import ViewType
+
+        return all(e.experiment_id == "0" for e in client.search_experiments(view_type=ViewType.ALL, max_results=2))
+    except Exception:  # noqa: BLE001 - not knowing means not touching it
+        return False
+
+
 def hide_empty_default(client) -> None:
-    """MLflow creates a "Default" experiment with every new database; regfw never files runs
-    there, so while it is empty it is marked deleted and MLflow's UI does not list it."""
+    """MLflow creates a "Default" experiment with every new database; in a SQLite store whose first
+    experiment regfw creates, regfw never files runs there, so while it is empty it is marked deleted
+    and MLflow's UI does not list it. Never on a server, nor in a store that already held experiments."""
     try:
         default = client.get_experiment("0")
         if default.name == "Default" and default.lifecycle_stage == "active" and not client.search_runs(["0"], max_results=1):

@@ -47,6 +47,9 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars when reading a run back
+    # MLflow prints "View run ... / View experiment ..." links (which open its UI in GenAI mode) when a
+    # run on a server ends; regfw prints its own line for the run.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 # Stores MLflow 3 can use (a database through SQLAlchemy, or a tracking server); "+driver" ignored.
