@@ -87,8 +87,8 @@ def test_bad_forms_are_one_line(text, words):
     (["--space", LR, "--pruner", "median", "--metric", "train_seconds"], "needs a metric with a curve"),
     (["--space", LR, "--sampler", "grid"], "needs a grid"),
     (["--space", LR, "--report-every", "3", "--log-every", "2"], "not a multiple"),
-    (["--space", LR, "--max-bucket", "4"], "goes with --vectorize"),
-    (["--space", LR, "--vectorize"], "not available yet"),
+    (["--space", LR, "--batch", "4"], "goes with --vectorize"),
+    (["--space", LR, "--vectorize", "--pruner", "median"], "does not go with --vectorize"),
 ])
 def test_bad_input_is_one_line_and_no_run(invoke, tmp_path, args, words):
     store = tmp_path / "store" / "mlflow.db"
@@ -225,3 +225,42 @@ def test_a_stopped_search_leaves_nothing_running(store, signum):
     runs = _runs(store)
     assert all(r.info.status != "RUNNING" for r in runs)
     assert {r.info.status for r in runs if r.data.tags.get("regfw.role") == "study"} == {"KILLED"}
+
+
+def _record(store, name):
+    """The study's trials and their child runs: what a serial and a stacked tune must agree on."""
+    study = _study(store, name)
+    runs = _runs(store)
+    parent = next(r for r in runs if r.data.tags.get("regfw.role") == "study")
+    children = {int(r.data.tags["regfw.trial"]): r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    return study, parent, children
+
+
+@pytest.mark.slow
+def test_stacked_trials_record_what_serial_trials_record(store, tmp_path):
+    # The same seed draws the same trials (TPE's first trials are random), so each stacked trial is
+    # also checked against the same trial trained alone: equal within docs/comparing.md's 1e-5.
+    serial = _tune(store, "--trials", 3, "--epochs", 40, "--seed", 3, "--study", "s")
+    assert serial.returncode == 0, serial.stderr
+    other = f"sqlite:///{tmp_path / 'stacked' / 'mlflow.db'}"
+    stacked = _tune(other, "--trials", 3, "--epochs", 40, "--seed", 3, "--study", "s", "--vectorize")
+    assert stacked.returncode == 0, stacked.stderr
+    assert "stacked: 3 of 3 trials in 1 program of 3" in stacked.stdout
+    s_study, s_parent, s_children = _record(store, "s")
+    v_study, v_parent, v_children = _record(other, "s")
+    assert [t.state.name for t in v_study.trials] == [t.state.name for t in s_study.trials] == ["COMPLETE"] * 3
+    assert sorted(v_children) == sorted(s_children) == [0, 1, 2]
+    for s_trial, v_trial in zip(s_study.trials, v_study.trials):
+        assert v_trial.params == s_trial.params
+        assert v_trial.value == pytest.approx(s_trial.value, rel=1e-5)
+        run = v_children[v_trial.number]
+        assert run.info.status == "FINISHED" and run.data.tags["regfw.trial_state"] == "complete"
+        assert run.data.tags.get("regfw.bucket", "").startswith("bucket 1, 3 points")
+        assert v_trial.user_attrs["regfw.run_id"] == run.info.run_id
+        assert run.data.metrics[stored("final_train_loss")] == pytest.approx(v_trial.value, rel=1e-6)
+        assert set(run.data.params) == set(s_children[s_trial.number].data.params)
+    assert v_study.best_trial.number == s_study.best_trial.number
+    assert v_parent.data.tags["regfw.study_best_run"] == v_study.best_trial.user_attrs["regfw.run_id"]
+    assert v_parent.data.metrics[stored("best_value")] == pytest.approx(v_study.best_trial.value, rel=1e-6)
+    assert v_parent.info.status == "FINISHED" and v_parent.data.tags["regfw.study_complete"] == "3"
