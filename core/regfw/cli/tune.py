@@ -104,7 +104,8 @@ def tune(**kwargs):
 
         search.storage = default_storage(uri)
     if not quiet:
-        how = f"stacked {search.stack} at a time" if search.stack > 1 else "one after another"
+        batch = min(search.stack, search.trials or search.stack)
+        how = f"asked {batch} at a time and stacked" if search.stack > 1 else "one after another"
         amount = f"{search.trials} trial{'s' * (search.trials != 1)}" if search.trials else "trials"
         until = f" for {search.timeout:g} s" if search.timeout else ""
         click.echo(f"study {search.study}: {amount}{until} of {search.experiment}, {search.metric} "
