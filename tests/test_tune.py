@@ -227,10 +227,10 @@ def test_a_stopped_search_leaves_nothing_running(store, signum):
     assert {r.info.status for r in runs if r.data.tags.get("regfw.role") == "study"} == {"KILLED"}
 
 
-def _record(store, name):
+def _record(store, name, experiment="quadratic-linear"):
     """The study's trials and their child runs: what a serial and a stacked tune must agree on."""
     study = _study(store, name)
-    runs = _runs(store)
+    runs = _runs(store, experiment)
     parent = next(r for r in runs if r.data.tags.get("regfw.role") == "study")
     children = {int(r.data.tags["regfw.trial"]): r for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
@@ -264,3 +264,20 @@ def test_stacked_trials_record_what_serial_trials_record(store, tmp_path):
     assert v_parent.data.tags["regfw.study_best_run"] == v_study.best_trial.user_attrs["regfw.run_id"]
     assert v_parent.data.metrics[stored("best_value")] == pytest.approx(v_study.best_trial.value, rel=1e-6)
     assert v_parent.info.status == "FINISHED" and v_parent.data.tags["regfw.study_complete"] == "3"
+
+
+@pytest.mark.slow
+def test_stacked_trials_of_another_model_size_stack_apart_or_run_alone(store):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("REGFW_")}
+    result = subprocess.run([REGFW, "tune", "mlp-regression", "--space", "optimizer.lr=log(1e-3,1e-1)",
+                             "--space", "model.hidden=choice([8],[16])", "--trials", "3", "--epochs", "3",
+                             "--seed", "2", "--vectorize", "--tracking-uri", store, "--study", "m"],
+                            capture_output=True, text=True, env=env | {"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    study, _, children = _record(store, "m", "mlp-regression")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3 and sorted(children) == [0, 1, 2]
+    sizes = [t.params["model.hidden"] for t in study.trials]
+    for trial in study.trials:  # a trial stacks exactly when another trial of its batch has its model size
+        shared = sizes.count(trial.params["model.hidden"]) > 1
+        assert ("regfw.bucket" in children[trial.number].data.tags) == shared, (sizes, result.stdout)
+        assert (f"alone, trial {trial.number}: no other point shares its model" in result.stdout) == (not shared)
