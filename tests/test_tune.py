@@ -87,8 +87,8 @@ def test_bad_forms_are_one_line(text, words):
     (["--space", LR, "--pruner", "median", "--metric", "train_seconds"], "needs a metric with a curve"),
     (["--space", LR, "--sampler", "grid"], "needs a grid"),
     (["--space", LR, "--report-every", "3", "--log-every", "2"], "not a multiple"),
-    (["--space", LR, "--max-bucket", "4"], "goes with --vectorize"),
-    (["--space", LR, "--vectorize"], "not available yet"),
+    (["--space", LR, "--batch", "4"], "goes with --vectorize"),
+    (["--space", LR, "--vectorize", "--pruner", "median"], "does not go with --vectorize"),
 ])
 def test_bad_input_is_one_line_and_no_run(invoke, tmp_path, args, words):
     store = tmp_path / "store" / "mlflow.db"
@@ -225,3 +225,59 @@ def test_a_stopped_search_leaves_nothing_running(store, signum):
     runs = _runs(store)
     assert all(r.info.status != "RUNNING" for r in runs)
     assert {r.info.status for r in runs if r.data.tags.get("regfw.role") == "study"} == {"KILLED"}
+
+
+def _record(store, name, experiment="quadratic-linear"):
+    """The study's trials and their child runs: what a serial and a stacked tune must agree on."""
+    study = _study(store, name)
+    runs = _runs(store, experiment)
+    parent = next(r for r in runs if r.data.tags.get("regfw.role") == "study")
+    children = {int(r.data.tags["regfw.trial"]): r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    return study, parent, children
+
+
+@pytest.mark.slow
+def test_stacked_trials_record_what_serial_trials_record(store, tmp_path):
+    # The same seed draws the same trials (TPE's first trials are random), so each stacked trial is
+    # also checked against the same trial trained alone: equal within docs/comparing.md's 1e-5.
+    serial = _tune(store, "--trials", 3, "--epochs", 40, "--seed", 3, "--study", "s")
+    assert serial.returncode == 0, serial.stderr
+    other = f"sqlite:///{tmp_path / 'stacked' / 'mlflow.db'}"
+    stacked = _tune(other, "--trials", 3, "--epochs", 40, "--seed", 3, "--study", "s", "--vectorize")
+    assert stacked.returncode == 0, stacked.stderr
+    assert "stacked: 3 of 3 trials in 1 program of 3" in stacked.stdout
+    s_study, s_parent, s_children = _record(store, "s")
+    v_study, v_parent, v_children = _record(other, "s")
+    assert [t.state.name for t in v_study.trials] == [t.state.name for t in s_study.trials] == ["COMPLETE"] * 3
+    assert sorted(v_children) == sorted(s_children) == [0, 1, 2]
+    for s_trial, v_trial in zip(s_study.trials, v_study.trials):
+        assert v_trial.params == s_trial.params
+        assert v_trial.value == pytest.approx(s_trial.value, rel=1e-5)
+        run = v_children[v_trial.number]
+        assert run.info.status == "FINISHED" and run.data.tags["regfw.trial_state"] == "complete"
+        assert run.data.tags.get("regfw.bucket", "").startswith("bucket 1, 3 points")
+        assert v_trial.user_attrs["regfw.run_id"] == run.info.run_id
+        assert run.data.metrics[stored("final_train_loss")] == pytest.approx(v_trial.value, rel=1e-6)
+        assert set(run.data.params) == set(s_children[s_trial.number].data.params)
+    assert v_study.best_trial.number == s_study.best_trial.number
+    assert v_parent.data.tags["regfw.study_best_run"] == v_study.best_trial.user_attrs["regfw.run_id"]
+    assert v_parent.data.metrics[stored("best_value")] == pytest.approx(v_study.best_trial.value, rel=1e-6)
+    assert v_parent.info.status == "FINISHED" and v_parent.data.tags["regfw.study_complete"] == "3"
+
+
+@pytest.mark.slow
+def test_stacked_trials_of_another_model_size_stack_apart_or_run_alone(store):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("REGFW_")}
+    result = subprocess.run([REGFW, "tune", "mlp-regression", "--space", "optimizer.lr=log(1e-3,1e-1)",
+                             "--space", "model.hidden=choice([8],[16])", "--trials", "3", "--epochs", "3",
+                             "--seed", "2", "--vectorize", "--tracking-uri", store, "--study", "m"],
+                            capture_output=True, text=True, env=env | {"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    study, _, children = _record(store, "m", "mlp-regression")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3 and sorted(children) == [0, 1, 2]
+    sizes = [t.params["model.hidden"] for t in study.trials]
+    for trial in study.trials:  # a trial stacks exactly when another trial of its batch has its model size
+        shared = sizes.count(trial.params["model.hidden"]) > 1
+        assert ("regfw.bucket" in children[trial.number].data.tags) == shared, (sizes, result.stdout)
+        assert (f"alone, trial {trial.number}: no other point shares its model" in result.stdout) == (not shared)

@@ -67,8 +67,8 @@ def default_study(experiment: str, record: dict) -> str:
               help="Optuna RDB storage (default: sqlite optuna.db beside a SQLite run store).")
 @click.option("--vectorize", is_flag=True,
               help="Ask trials together and train them as one stacked program (docs/tuning.md, 'Stacked trials').")
-@click.option("--max-bucket", type=click.IntRange(min=2), metavar="N",
-              help="With --vectorize: at most N trials per stack (default 16).")
+@click.option("--batch", type=click.IntRange(min=2), metavar="N",
+              help="With --vectorize: at most N trials asked together and stacked (default 8, at most --trials).")
 @click.option("--experiment-name", metavar="NAME", help="MLflow experiment (default: the regfw experiment's name).")
 @click.option("--tracking-uri", metavar="URI", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlruns).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors and the best trial.")
@@ -104,7 +104,8 @@ def tune(**kwargs):
 
         search.storage = default_storage(uri)
     if not quiet:
-        how = f"stacked {search.stack} at a time" if search.stack > 1 else "one after another"
+        batch = min(search.stack, search.trials or search.stack)
+        how = f"asked {batch} at a time and stacked" if search.stack > 1 else "one after another"
         amount = f"{search.trials} trial{'s' * (search.trials != 1)}" if search.trials else "trials"
         until = f" for {search.timeout:g} s" if search.timeout else ""
         click.echo(f"study {search.study}: {amount}{until} of {search.experiment}, {search.metric} "
@@ -145,10 +146,11 @@ def _search_from_options(registry, kwargs: dict):
     for name, allowed in (("direction", ("minimize", "maximize")), ("sampler", SAMPLERS), ("pruner", PRUNERS)):
         if kwargs[name] not in allowed:
             raise RegfwError(f"--{name} must be one of {', '.join(allowed)}, got {kwargs[name]!r}")
-    if kwargs["max_bucket"] and not kwargs["vectorize"]:
-        raise RegfwError("--max-bucket goes with --vectorize")
-    if kwargs["vectorize"]:  # stacked trials are not built yet (issue 24): say so rather than run them one by one
-        raise RegfwError("regfw tune --vectorize is not available yet: trials run one after another without it")
+    if kwargs["batch"] and not kwargs["vectorize"]:
+        raise RegfwError("--batch goes with --vectorize")
+    if kwargs["vectorize"] and kwargs["pruner"] != "none":  # a stack trains every member to the last epoch
+        raise RegfwError("--pruner does not go with --vectorize: a stacked program trains every trial to its last "
+                         "epoch (run without --vectorize to prune)")
     seed = kwargs.pop("seed")  # the search's seed; a run's own seed is --set seed=N or --space seed=...
     config_path = kwargs.pop("config_path")
     config_file = load_config_file(config_path) if config_path else None
@@ -185,7 +187,7 @@ def _search_from_options(registry, kwargs: dict):
     resolve_kwargs = {"config_file": config_file, "swaps": swaps, "flags": flags}
     search = Search(experiment, dims, base, sets, resolve_kwargs, metric, kwargs["direction"], kwargs["sampler"],
                     kwargs["pruner"], seed, trials, kwargs["timeout"], report_every=every,
-                    stack=(kwargs["max_bucket"] or 16) if kwargs["vectorize"] else 1)
+                    stack=(kwargs["batch"] or 8) if kwargs["vectorize"] else 1)
     from regfw.tune.study import search_record
 
     search.study = kwargs["study"] or default_study(experiment, search_record(experiment, dims, metric,

@@ -1,8 +1,10 @@
 """Training a batch of asked trials: each one a sweep point, run the way sweep points run.
 
-One after another here (``regfw.sweep.points.run_point``); a stacked program (``--vectorize``)
-is not built yet. Every trial's result is handed to ``tell``
-as soon as it is known, and the interrupt that stopped the batch (or None) is returned.
+One after another (``regfw.sweep.points.run_point``), or, with ``--vectorize``, planned and trained
+as stacked buckets by the vectorized sweep's own code (``regfw.vectorize.plan_buckets`` and
+``regfw.vectorize.schedule.run_planned``): a trial that cannot share a stack (a searched model size,
+say) runs alone the normal way, with the planner's reason shown. Every trial's result is handed to
+``tell`` as soon as it is known, and the interrupt that stopped the batch (or None) is returned.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def train_trials(search, registry, trials, uri: str, experiment_name: str, paren
             tell(trial, TrialResult(trial.number, "failed", dict(trial.params), error=error))
         else:
             tasks.append((trial, task))
+    if search.stack > 1 and len(tasks) > 1:
+        return _train_stacked(search, registry, tasks, tell, reporter=reporter, on_plan=on_plan)
     for trial, task in tasks:
         point = run_point(task, reporter, watch=watch(trial) if watch is not None else None)
         tell(trial, trial_result(search, trial, point))
@@ -45,6 +49,37 @@ def train_trials(search, registry, trials, uri: str, experiment_name: str, paren
         if stopped is not None:
             return stopped
     return None
+
+
+def _train_stacked(search, registry, tasks, tell, *, reporter=None, on_plan=None):
+    """The batch's trials as one vectorized sweep: each bucket one stacked program, each trial its
+    own child run; a trial is told as soon as its bucket (or its lone run) has ended."""
+    from regfw.sweep.grid import Point
+    from regfw.sweep.points import NOT_RUN
+    from regfw.vectorize import plan_buckets
+    from regfw.vectorize.schedule import run_planned
+
+    points = [Point(task.index, dict(trial.params), task.config, task.run_name) for trial, task in tasks]
+    plan = plan_buckets(points, registry, max_bucket=search.stack)
+    if on_plan is not None:
+        sizes = [len(b) for b in plan.buckets]
+        on_plan(f"stacked: {sum(sizes)} of {len(points)} trials in {len(sizes)} program"
+                f"{'s' * (len(sizes) != 1)}" + (f" of {', '.join(map(str, sizes))}" if sizes else ""))
+        for reason, positions in plan.reasons().items():
+            numbers = ",".join(str(points[p].index) for p in positions)
+            on_plan(f"  alone, trial{'s' * (len(positions) != 1)} {numbers}: {reason}")
+    by_number = {task.index: trial for trial, task in tasks}
+
+    def record(point) -> None:
+        if point.status != NOT_RUN:  # a trial never started is told FAIL by the search's end
+            trial = by_number[point.index]
+            tell(trial, trial_result(search, trial, point))
+
+    def fallback(indices, reason) -> None:
+        if on_plan is not None:
+            on_plan(f"  not stacked after building, trials {','.join(map(str, indices))}: {reason}")
+
+    return run_planned(plan, [task for _, task in tasks], record, reporter, fallback)
 
 
 def config_for(search: Search, registry, values: dict):
