@@ -196,3 +196,8 @@ def test_landscape_refuses_a_bad_span_or_out_before_drawing(invoke, store, tmp_p
 
     assert [a.path for a in MlflowClient(store).list_artifacts(run_id) if a.path == "landscape"] == []  # nothing drawn
     assert runs_in(store) == [(run_id, status)] and a_file.read_text() == "not a folder"
+
+
+def test_a_ui_host_that_does_not_resolve_is_one_line(invoke, store):
+    line = refused(invoke("ui", "--host", "no-such-host.invalid", "--tracking-uri", store))
+    assert "--host 'no-such-host.invalid' does not resolve" in line

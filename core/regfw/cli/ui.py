@@ -41,9 +41,6 @@ def port_taken(host: str, port: int) -> bool:
     return False
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def server_command(uri: str, host: str, port: int) -> tuple[list[str], dict]:
     from regfw.store import sqlite_path
 
@@ -135,6 +132,10 @@ def ui(tracking_uri, host, port):
     from regfw.errors import RegfwError
     from regfw.store import check_reachable, tracking_uri as resolve_uri
 
+    try:  # a name that does not resolve is the user's typo, not an "unexpected" socket error
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise RegfwError(f"--host {host!r} does not resolve to an address ({exc.args[-1]})") from None
     uri = resolve_uri(tracking_uri)
     check_reachable(uri, create=False)
     if port_taken(host, port):
