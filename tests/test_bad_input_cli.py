@@ -201,3 +201,20 @@ def test_landscape_refuses_a_bad_span_or_out_before_drawing(invoke, store, tmp_p
 def test_a_ui_host_that_does_not_resolve_is_one_line(invoke, store):
     line = refused(invoke("ui", "--host", "no-such-host.invalid", "--tracking-uri", store))
     assert "--host 'no-such-host.invalid' does not resolve" in line
+
+
+@pytest.mark.parametrize("where, expected", [
+    ("sqlite:////proc/regfw-store.db", "/proc is the kernel's"),
+    ("sqlite:///{folder}/a\nb.db", "holds a control character"),
+    ("sqlite:///{folder}/" + "x" * 300 + "/mlflow.db", "the path is too long for the OS"),
+], ids=["proc", "newline", "long-name"])
+def test_a_store_path_no_database_can_be_at_is_one_line_and_makes_nothing(invoke, tmp_path, where, expected):
+    uri = where.format(folder=tmp_path)
+    line = refused(invoke("run", "linear", "--epochs", "2", "--tracking-uri", uri))
+    assert expected in line
+    assert list(tmp_path.iterdir()) == []  # no database, no lock file, no artifacts folder
+
+
+def test_an_experiment_name_longer_than_its_artifact_folder_can_be_is_refused_before_any_run(invoke, store):
+    line = refused(invoke("run", "linear", "--epochs", "2", "--tracking-uri", store, "--experiment-name", "é" * 200))
+    assert "experiment name is 400 bytes" in line and runs_in(store) == []

@@ -21,7 +21,9 @@ from regfw.interrupts import Interrupted
 
 
 def _fail(message: str, code: int) -> None:
-    message = message.replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever the message holds
+    # One line, whatever the message holds: every character Python's splitlines() breaks at is escaped
+    # (a path typed with \x85 or \u2028 in it is two lines to a reader otherwise).
+    message = "".join(c if not (c + "x").splitlines()[1:] else c.encode("unicode_escape").decode() for c in message)
     if len(message) > 1000:  # a huge value typed in: keep the start and the end, which says what is wrong
         message = message[:600] + "..." + message[-300:]
     click.echo(f"regfw: error: {message}", err=True)

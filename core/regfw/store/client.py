@@ -75,7 +75,7 @@ def experiment_id(client, uri: str, name: str) -> str:
     """The id of MLflow experiment ``name``, created (with artifacts beside a SQLite store) if needed."""
     from mlflow.exceptions import MlflowException
 
-    check_experiment_name(name)
+    check_experiment_name(name, uri)
     try:
         # One process at a time creates the database and the experiment.
         with store_lock(uri):

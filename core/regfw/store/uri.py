@@ -60,6 +60,8 @@ SQLITE_HINT = "use a SQLite file: --tracking-uri sqlite:///PATH/mlflow.db"
 def check_form(uri: str) -> None:
     """Refuse in one line a URI no run can be kept in, before MLflow answers with its own text
     (file stores in maintenance mode, unknown schemes as the model registry's)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in uri):  # a pasted newline would become part of a file name
+        raise RegfwError(f"tracking URI {uri!r} holds a control character (a newline?); give it on one line")
     scheme = urlparse(uri).scheme.split("+", 1)[0].lower()
     if scheme in ("", "file") or (len(scheme) == 1 and uri[1:2] == ":"):  # a path (C:\ too) or file://
         raise RegfwError(f"tracking URI {uri!r} is a folder store (a path or file://), which MLflow 3 no longer "
@@ -72,6 +74,24 @@ def check_form(uri: str) -> None:
     if scheme == "sqlite" and sqlite_path(uri) is None:
         raise RegfwError(f"tracking URI {uri!r} is an in-memory SQLite store: every run would vanish when regfw "
                          f"exits; {SQLITE_HINT}")
+
+
+NAME_MAX, PATH_MAX = 255, 4095  # bytes: Linux's limits for one path component and a whole path
+PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def check_sqlite_place(path: Path, uri: str) -> None:
+    """A SQLite store's path must be one the OS can hold and on a real filesystem: an over-long name
+    is an OS error deep inside MLflow, and SQLite retries its locks for a minute under /proc."""
+    encoded = [len(part.encode("utf-8", "surrogateescape")) for part in path.parts]
+    if max(encoded, default=0) > NAME_MAX or len(str(path).encode("utf-8", "surrogateescape")) > PATH_MAX:
+        raise RegfwError(f"tracking store {uri}: the path is too long for the OS "
+                         f"(at most {NAME_MAX} bytes a name, {PATH_MAX} in all)")
+    place = path.absolute()
+    for pseudo in PSEUDO_FILESYSTEMS:
+        if place == pseudo or pseudo in place.parents:
+            raise RegfwError(f"tracking store {uri}: {pseudo} is the kernel's, not a place for a database; "
+                             f"{SQLITE_HINT}")
 
 
 def check_sqlite_file(path: Path, uri: str) -> None:
@@ -126,6 +146,7 @@ def check_reachable(uri: str, *, create: bool = True) -> None:
     path = sqlite_path(uri)
     if path is None:
         return
+    check_sqlite_place(path, uri)
     check_sqlite_file(path, uri)
     if not create:
         if not path.exists():
@@ -141,15 +162,19 @@ def check_reachable(uri: str, *, create: bool = True) -> None:
 MAX_EXPERIMENT_NAME = 256  # the width of MLflow's experiments.name column
 
 
-def check_experiment_name(name: str) -> None:
+def check_experiment_name(name: str, uri: str | None = None) -> None:
     """An MLflow experiment name regfw can create: one line, not blank, that fits MLflow's column
-    (a longer one fails inside the store with an error that names neither)."""
+    (a longer one fails inside the store with an error that names neither) and, beside a SQLite
+    store, the artifact folder named after it."""
     if not name or not name.strip():
         raise RegfwError("the experiment name is empty")
     if len(name) > MAX_EXPERIMENT_NAME:
         raise RegfwError(f"experiment name is {len(name)} characters; MLflow keeps at most {MAX_EXPERIMENT_NAME}")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise RegfwError(f"experiment name {name!r} holds a control character (a newline?); give one line of text")
+    if uri is not None and sqlite_path(uri) is not None and len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        raise RegfwError(f"experiment name is {len(name.encode('utf-8', 'surrogateescape'))} bytes; its artifact "
+                         f"folder beside a SQLite store can take at most {NAME_MAX}")
 
 
 def store_error(uri: str, exc: Exception) -> RegfwError:
