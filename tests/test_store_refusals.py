@@ -12,6 +12,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -219,3 +220,41 @@ def test_a_store_written_by_a_newer_mlflow_is_called_newer(store, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and "written by a newer MLflow" in lines[0], result.stderr
     assert "out-of-date" not in lines[0]
+
+
+def _revision(db_path: Path) -> str | None:
+    try:
+        with sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, timeout=0.05) as db:
+            return db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    except (sqlite3.Error, TypeError):  # not made yet, locked, or no row yet
+        return None
+
+
+def test_a_store_another_client_is_making_is_waited_for_not_called_older(tmp_path):
+    """A plain MLflow client makes a new store (it passes through every older revision); regfw,
+    opened on it meanwhile, waits for the head instead of refusing it as an older MLflow's."""
+    from regfw.store.schema import migration_revisions
+    from regfw.store.uri import check_reachable
+
+    heads = migration_revisions()[1]
+    for attempt in range(5):  # until regfw is seen to open the store half-way through its making
+        db_path = tmp_path / str(attempt) / "mlflow.db"
+        db_path.parent.mkdir()
+        uri = f"sqlite:///{db_path}"
+        maker = subprocess.Popen([sys.executable, "-c",
+                                  f"from mlflow import MlflowClient; MlflowClient(tracking_uri={uri!r}).search_experiments()"])
+        try:
+            deadline = time.monotonic() + 120
+            while (found := _revision(db_path)) is None and maker.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if found is None or found in heads:
+                continue  # made before it could be caught half-way: try again
+            check_reachable(uri)  # must neither raise nor return before the store is whole
+            assert _revision(db_path) in heads
+            assert maker.wait(timeout=120) == 0
+            return
+        finally:
+            if maker.poll() is None:
+                maker.kill()
+                maker.wait()
+    pytest.fail("the store was never caught half-made")

@@ -11,6 +11,10 @@ is not the installed MLflow's head is refused here, for every command (writers a
 - a newer store (a revision the installed MLflow does not ship), saying so: MLflow's message
   would call it "out-of-date".
 
+A store another process is making right now (a plain MLflow client, ``mlflow server`` or another
+regfw opened the new file a moment before) passes through every older revision on its way to the
+head, with no experiment in it yet: that is waited for, not refused.
+
 Read with the standard library's ``sqlite3``; MLflow is imported only to word a refusal.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from pathlib import Path
 
 from regfw.errors import RegfwError
@@ -36,6 +41,10 @@ def check_version(connection, uri: str) -> None:
     if not found or not heads or set(found) == set(heads):
         return
     version = found[0]
+    if version in revisions and not has_experiments(connection):
+        version = wait_until_made(connection, heads, version)
+        if version is None:
+            return
     if version in revisions:
         raise RegfwError(f"tracking store {uri} was written by an older MLflow; regfw does not upgrade it: "
                          f"{mlflow_words(uri)}")
@@ -44,6 +53,42 @@ def check_version(connection, uri: str) -> None:
     raise RegfwError(f"tracking store {uri} was written by a newer MLflow (schema version {version}, which the "
                      f"installed MLflow {installed('mlflow')} does not know); open it with that MLflow, or "
                      "give another store")
+
+
+# How long a store's revision may stand still before a store with no experiment is taken for an
+# older MLflow's empty store rather than one being made (each migration step of a new file takes
+# milliseconds; the longest seen took well under a second).
+STILL_FOR_S = 5.0
+MADE_WITHIN_S = 120.0
+
+
+def has_experiments(connection) -> bool:
+    import sqlite3
+
+    try:
+        return connection.execute("SELECT 1 FROM experiments LIMIT 1").fetchone() is not None
+    except sqlite3.Error:  # no such table yet: the first of MLflow's tables is still to come
+        return False
+
+
+def wait_until_made(connection, heads: frozenset[str], version: str | None) -> str | None:
+    """Wait while another process migrates a new store; ``None`` once it is at the head, else the
+    revision it stood still at (an older MLflow's empty store, refused by the caller)."""
+    import sqlite3
+
+    started = changed = time.monotonic()
+    while time.monotonic() - changed < STILL_FOR_S and time.monotonic() - started < MADE_WITHIN_S:
+        time.sleep(0.1)
+        try:
+            found = {row[0] for row in connection.execute("SELECT version_num FROM alembic_version")}
+        except sqlite3.Error:  # locked by the migration, or alembic's table still to come
+            continue
+        if found and found == set(heads):
+            return None
+        now = next(iter(found), None)
+        if now != version:
+            version, changed = now, time.monotonic()
+    return version
 
 
 def mlflow_words(uri: str) -> str:

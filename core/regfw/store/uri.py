@@ -113,6 +113,10 @@ def check_sqlite_file(path: Path, uri: str) -> None:
                 from regfw.store.schema import check_version
 
                 check_version(db, uri)  # another MLflow's store: refused, never upgraded in place
+            elif "experiments" in tables:  # MLflow's first tables, made by another process this moment
+                from regfw.store.schema import migration_revisions, wait_until_made
+
+                wait_until_made(db, migration_revisions()[1], None)
     except sqlite3.Error as exc:
         if "locked" in str(exc):  # another regfw writing to it: MLflow waits its turn
             return
