@@ -209,3 +209,140 @@ def test_sweep_from_a_run_sweeps_around_its_config(invoke, store):
     points = [r for r in new if T.PARENT in r.data.tags]
     assert sorted(r.data.params["optimizer.lr"] for r in points) == ["0.01", "0.02"]
     assert {(r.data.params["train.epochs"], r.data.params["dataset.noise"]) for r in points} == {("2", "0.25")}
+
+
+# --- every registered experiment, and what the environment table reports -----------------------
+
+from idx import write_idx  # noqa: E402 - the tests folder's helper: small real IDX files
+from regfw.plugins import load_plugins  # noqa: E402
+
+REGISTRY = load_plugins().registry
+
+
+def buildable(experiment: str, folder) -> list[str]:
+    """--set arguments that let ``experiment`` train here: tiny IDX files for MNIST-format datasets
+    (no download), a small CSV for a file-backed one."""
+    params = REGISTRY.get("dataset", REGISTRY.get("experiment", experiment).parts["dataset"].name).params
+    if "path" in params:
+        path = folder / "table.csv"
+        path.write_text("a,b,y\n" + "".join(f"{i % 7},{i * 0.5},{i % 3}\n" for i in range(48)))
+        return ["--set", f"dataset.path={path}", "--set", "dataset.target=y"]
+    if "root" not in params:
+        return []
+    root = write_idx(folder / "idx", layout="MNIST", n_train=64, n_test=32)
+    write_idx(root, layout="FashionMNIST", n_train=64, n_test=32)
+    sets = ["--set", f"dataset.root={root}"]
+    return sets + (["--set", "dataset.download=false"] if "download" in params else [])
+
+
+# Experiments whose recipe's data takes seconds to train on: a smaller draw of the same generator.
+SMALLER = {"sequence": ["--set", "dataset.n_train=200", "--set", "dataset.n_test=100"]}
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory):
+    """One SQLite store for the parametrized test below: each experiment has its own MLflow experiment."""
+    return f"sqlite:///{tmp_path_factory.mktemp('rerun-store') / 'mlflow.db'}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", REGISTRY.names("experiment"))
+def test_every_registered_experiment_reruns_identical_on_cpu(experiment, invoke, shared_store, tmp_path):
+    store = shared_store
+    args = ["--epochs", "2", "--log-every", "1", "--device", "cpu", "--tracking-uri", store, "-q"]
+    done = invoke("run", experiment, *buildable(experiment, tmp_path), *SMALLER.get(experiment, []), *args)
+    assert done.exit_code == 0, done.stderr
+    original = only_run_id(store, experiment)
+    result = invoke("rerun", original, "--verify", "--tracking-uri", store)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "environment as recorded" in result.stdout
+    verdict = result.stdout.strip().splitlines()[-1]
+    assert verdict.startswith("identical: ") and "(not compared" not in verdict, verdict
+    assert int(verdict.split()[1]) > 2  # two curve points at least, and the parameters
+
+
+ACME = """
+from regfw import Param, hookimpl
+
+
+def make_points(generator, n_samples):
+    import torch
+    from regfw.data import Data
+
+    x = torch.linspace(-1, 1, n_samples).unsqueeze(1)
+    return Data(x, {formula} + 0.1 * torch.rand(x.shape, generator=generator))
+
+
+@hookimpl
+def register_datasets(register):
+    register("acme-points", make_points, params={{"n_samples": Param(40, min=2)}},
+             dims=lambda p: {{"in_features": 1, "out_features": 1, "task": "regression"}})
+
+
+@hookimpl
+def register_experiments(register):
+    register("acme", dataset="acme-points", model="linear", loss="mse", optimizer=("sgd", {{"lr": 0.1}}),
+             train={{"epochs": 3, "batch_size": "full"}})
+"""
+
+
+def table_row(stdout: str, name: str) -> str:
+    """The environment table's row for ``name`` (the text after the name)."""
+    rows = [line.strip()[len(name):].strip() for line in stdout.splitlines() if line.strip().startswith(name + "  ")]
+    assert len(rows) == 1, stdout
+    return rows[0]
+
+
+def test_a_changed_plugin_version_and_generator_are_reported(invoke, store, fake_dist):
+    import shutil
+
+    site = fake_dist("acme", {"acme_plugin": ACME.format(formula="2 * x")}, {"acme": "acme_plugin"}, version="0.1")
+    args = ["--device", "cpu", "--tracking-uri", store, "-q"]
+    assert invoke("run", "acme", *args).exit_code == 0
+    original = only_run_id(store, "acme")
+    shutil.rmtree(site / "acme-0.1.dist-info")  # upgraded: version 0.2 draws other points from the same params
+    fake_dist("acme", {"acme_plugin": ACME.format(formula="2.5 * x + 1")}, {"acme": "acme_plugin"}, version="0.2")
+    result = invoke("rerun", original, "--verify", "--tracking-uri", store)
+    assert result.exit_code == 4, result.stdout + result.stderr
+    for part in ("experiment", "dataset"):
+        assert table_row(result.stdout, f"{part} plugin").split() == ["acme", "(acme", "0.1)", "acme", "(acme", "0.2)"]
+    recorded, now = table_row(result.stdout, "data fingerprint").split()
+    assert len(recorded) == len(now) == 12 and recorded != now  # the config is the same, the tensors are not
+    assert "model plugin" not in result.stdout  # regfw's own torch components did not change
+    causes = next(line for line in result.stdout.splitlines() if "may come from" in line)
+    assert "experiment plugin" in causes and "data fingerprint" in causes
+
+
+def test_a_changed_data_file_and_a_changed_generator_parameter_are_reported(invoke, store, tmp_path):
+    root = write_idx(tmp_path / "idx", layout="MNIST", n_train=64, n_test=32, seed=0)
+    args = ["--epochs", "1", "--device", "cpu", "--tracking-uri", store, "-q"]
+    assert invoke("run", "mnist", "--set", f"dataset.root={root}", "--set", "dataset.download=false",
+                  *args).exit_code == 0
+    original = only_run_id(store, "mnist")
+    write_idx(root, layout="MNIST", n_train=64, n_test=32, seed=1)  # the same file names, other images
+    result = invoke("rerun", original, "--tracking-uri", store)
+    assert result.exit_code == 0, result.stderr
+    recorded, now = table_row(result.stdout, "data fingerprint").split()
+    assert recorded != now
+    assert "dataset.root" not in result.stdout  # the configuration is the one recorded
+
+    assert invoke("run", "linear", *args).exit_code == 0
+    original = only_run_id(store)
+    result = invoke("rerun", original, "--set", "dataset.noise=0.5", "--tracking-uri", store)
+    assert result.exit_code == 0, result.stderr
+    assert table_row(result.stdout, "dataset.noise").split() == ["1.0", "0.5"]
+    recorded, now = table_row(result.stdout, "data fingerprint").split()
+    assert recorded != now
+
+
+def test_a_run_recorded_before_the_provenance_tags_reruns_and_names_what_it_lacks(invoke, store):
+    assert invoke("run", "linear", "--epochs", "3", "--device", "cpu", "--tracking-uri", store, "-q").exit_code == 0
+    original = only_run_id(store)
+    client = MlflowClient(store)
+    for tag in (T.GIT_DIRTY, T.THREADS, T.PYTHON_VERSION, T.MLFLOW_VERSION, T.DATA_FINGERPRINT):
+        client.delete_tag(original, tag)  # what a run written before these tags existed holds
+    result = invoke("rerun", original, "--verify", "--tracking-uri", store)
+    assert result.exit_code == 0, result.stderr
+    assert "not recorded by the run, not compared: Python, MLflow, git tree dirty, threads, data fingerprint" \
+        in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("identical: ")
