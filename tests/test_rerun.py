@@ -346,3 +346,126 @@ def test_a_run_recorded_before_the_provenance_tags_reruns_and_names_what_it_lack
     assert "not recorded by the run, not compared: Python, MLflow, git tree dirty, threads, data fingerprint" \
         in result.stdout
     assert result.stdout.strip().splitlines()[-1].startswith("identical: ")
+
+
+# --- every kind of run regfw writes ------------------------------------------------------------
+
+def sweep_runs(store: str, experiment: str = "linear"):
+    """(parents, points) in the order they started."""
+    _, runs = runs_of(store, experiment)
+    return ([r for r in runs if r.data.tags.get(T.ROLE) == T.ROLE_SWEEP],
+            [r for r in runs if T.PARENT in r.data.tags])
+
+
+def verdict_line(stdout: str) -> str:
+    return next(line for line in stdout.splitlines() if line.startswith(("identical: ", "within ", "differs: ")))
+
+
+def test_a_sweep_point_reruns_alone_and_a_vectorized_one_within_the_stated_tolerance(invoke, store):
+    args = ["--set", "optimizer.lr=0.01,0.02", "--epochs", "3", "--log-every", "1", "--device", "cpu",
+            "--tracking-uri", store, "-q"]
+    assert invoke("sweep", "linear", *args).exit_code == 0
+    assert invoke("sweep", "linear", *args, "--vectorize").exit_code == 0
+    _, points = sweep_runs(store)
+    sequential, stacked = points[0], next(p for p in points if T.BUCKET in p.data.tags)
+    result = invoke("rerun", sequential.info.run_id, "--verify", "--tracking-uri", store)
+    assert result.exit_code == 0, result.stderr
+    assert verdict_line(result.stdout).startswith("identical: ") and "vectorized" not in result.stdout
+    result = invoke("rerun", stacked.info.run_id, "--verify", "--tracking-uri", store)
+    assert result.exit_code == 0, result.stderr
+    assert "this rerun trained alone: compared within the vectorized path's stated relative tolerance 1e-05 " \
+           "(docs/comparing.md, 'Same results')" in result.stdout
+    assert verdict_line(result.stdout).startswith("within 1e-05: ")
+    _, runs = runs_of(store)
+    reruns = [r for r in runs if T.RERUN_OF in r.data.tags]
+    assert [r.data.tags[T.RERUN_OF] for r in reruns] == [sequential.info.run_id, stacked.info.run_id]
+    assert all(T.PARENT not in r.data.tags and T.BUCKET not in r.data.tags for r in reruns)  # each alone
+    assert "within 1e-05" in MlflowClient(store).get_run(stacked.info.run_id).data.tags[T.VERDICT]
+
+
+def test_rerun_of_a_sweeps_parent_reruns_every_point_and_gives_each_verdict(invoke, store):
+    args = ["--epochs", "3", "--log-every", "1", "--device", "cpu", "--tracking-uri", store]
+    assert invoke("sweep", "linear", "--set", "optimizer.lr=0.01,0.02", "--seeds", "0,1", *args, "-q").exit_code == 0
+    (parent,), originals = sweep_runs(store)
+    result = invoke("rerun", parent.info.run_id[:8], "--verify", *args[-2:])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert f"rerun of sweep {parent.data.tags[T.SWEEP_ID]} (run {parent.info.run_id}, 4 points, FINISHED)" in lines[0]
+    verdicts = [line for line in lines if ": identical: " in line]
+    assert [v.split(":")[0] for v in verdicts] == [f"[{i}/4] {p.info.run_name}" for i, p in
+                                                   enumerate(sorted(originals, key=lambda r: int(r.data.tags[T.SWEEP_INDEX])), 1)]
+    assert lines[-1].startswith("sweep: 4 of 4 points reproduced, 0 differ")
+    parents, points = sweep_runs(store)
+    old_parent, new_parent = parents
+    assert new_parent.data.tags[T.RERUN_OF] == parent.info.run_id
+    assert old_parent.data.tags[T.VERDICT] == new_parent.data.tags[T.VERDICT] == "identical"
+    assert old_parent.data.tags[T.VERIFIED_BY] == new_parent.info.run_id
+    again = [p for p in points if p.data.tags[T.PARENT] == new_parent.info.run_id]
+    by_id = {p.info.run_id: p for p in originals}
+    assert len(again) == 4 and {p.data.tags[T.RERUN_OF] for p in again} == set(by_id)
+    for point in again:  # each new point repeats the original point of the same configuration
+        assert point.data.params == by_id[point.data.tags[T.RERUN_OF]].data.params
+        assert point.data.tags[T.VERDICT] == "identical"
+
+    # --vectorize applies: the points now train stacked, compared within the stated tolerance
+    result = invoke("rerun", parent.info.run_id, "--verify", "--vectorize", *args[-2:])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "points 1,2,3,4 trained alone in the original, stacked (bucket 1, 4 points) now: compared within the " \
+           "vectorized path's stated relative tolerance 1e-05" in result.stdout
+    assert result.stdout.count(": within 1e-05: ") == 4
+    # a changed learning rate: every point differs, exit 4, each says why
+    result = invoke("rerun", parent.info.run_id, "--verify", "--set", "optimizer.lr=0.05", "-q", *args[-2:])
+    assert result.exit_code == 4
+    assert result.stdout.count(": differs: ") == 4
+    assert result.stdout.count("the configuration differs from the original's: optimizer.lr") == 4
+    assert result.stdout.strip().splitlines()[-1] == "sweep: 0 of 4 points reproduced, 4 differ"
+
+
+def test_a_table_run_reruns_from_its_file_or_one_with_the_same_sha256(invoke, store, tmp_path):
+    table = tmp_path / "table.csv"
+    table.write_text("a,b,y\n" + "".join(f"{i % 7},{i * 0.5},{i % 3}\n" for i in range(48)))
+    args = ["--tracking-uri", store]
+    assert invoke("run", "classification", "--set", f"dataset.path={table}", "--set", "dataset.target=y",
+                  "--epochs", "2", "--device", "cpu", *args, "-q").exit_code == 0
+    original = only_run_id(store, "classification")
+    result = invoke("rerun", original, "--verify", *args)
+    assert result.exit_code == 0, result.stderr
+    assert verdict_line(result.stdout).startswith("identical: ")
+    moved = tmp_path / "moved.csv"
+    table.rename(moved)
+    result = invoke("rerun", original, "--verify", *args)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert f"give the file it trained on (sha256 {runs_of(store, 'classification')[1][0].data.tags['regfw.data.sha256'][:12]})" \
+           " with --set dataset.path=FILE" in result.stderr
+    result = invoke("rerun", original, "--verify", "--set", f"dataset.path={moved}", *args)
+    assert result.exit_code == 0, result.stderr
+    assert verdict_line(result.stdout).startswith("identical: ")
+    assert table_row(result.stdout, "dataset.path").split() == [str(table), str(moved)]  # the one value changed
+    moved.write_text(moved.read_text() + "1,2.5,1\n")  # another file at that path
+    result = invoke("rerun", original, "--verify", "--set", f"dataset.path={moved}", *args)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "not the same data" in result.stderr
+    assert len(runs_of(store, "classification")[1]) == 3  # the original and two reruns: no run for a refusal
+
+
+def test_a_resumed_run_is_compared_over_its_whole_history(invoke, store, tmp_path):
+    from pathlib import Path
+
+    import torch
+
+    args = ["run", "linear", "--batch-size", "10", "--epochs", "30", "--log-every", "1", "--checkpoint-every", "10",
+            "--device", "cpu", "--tracking-uri", store, "-q"]
+    assert invoke(*args).exit_code == 0
+    client, (run,) = runs_of(store)
+    folder = Path(run.info.artifact_uri.removeprefix("file://")) / "checkpoint"
+    newest = max(folder.glob("*.pt"), key=lambda p: torch.load(p, weights_only=True)["epoch"])
+    newest.unlink()  # as if the process had died before its last checkpoint: resume starts at epoch 21
+    client.set_terminated(run.info.run_id, "KILLED")
+    assert invoke("resume", run.info.run_id, "--tracking-uri", store, "-q").exit_code == 0
+    assert client.get_run(run.info.run_id).data.tags[T.RESUMED_FROM] == "20"
+    result = invoke("rerun", run.info.run_id, "--verify", "--tracking-uri", store)
+    assert result.exit_code == 0, result.stderr
+    assert "resumed from its checkpoint at epoch 20; this rerun trained straight through: compared over the " \
+           "whole history" in result.stdout
+    verdict = verdict_line(result.stdout)
+    assert verdict.startswith("identical: ") and int(verdict.split()[1]) >= 30  # every epoch of train_loss
