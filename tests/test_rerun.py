@@ -469,3 +469,33 @@ def test_a_resumed_run_is_compared_over_its_whole_history(invoke, store, tmp_pat
            "whole history" in result.stdout
     verdict = verdict_line(result.stdout)
     assert verdict.startswith("identical: ") and int(verdict.split()[1]) >= 30  # every epoch of train_loss
+
+
+@pytest.mark.slow
+def test_a_two_process_run_reruns_on_two_processes(regfw_script, store):
+    """Real torchrun twice (a few seconds of imports per process): the same world size, the same
+    shards and sums, so the rerun is bit for bit."""
+    data = ["--set", "dataset.n_per_class=60", "--set", "dataset.n_train_per_class=40", "--batch-size", "17"]
+    done = regfw_script("run", "binary", *data, "--epochs", "2", "--nproc", "2", "--device", "cpu",
+                        "--tracking-uri", store, "-q")
+    assert done.returncode == 0, done.stderr
+    original = only_run_id(store, "binary")
+    done = regfw_script("rerun", original, "--verify", "--tracking-uri", store)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count(f"rerun of run {original}") == 1  # rank 1 prints nothing
+    assert "on 2 processes as the original" in done.stdout
+    assert verdict_line(done.stdout).startswith("identical: ")
+    _, (_, again) = runs_of(store, "binary")
+    assert again.data.tags[T.WORLD_SIZE] == "2" and again.data.tags[T.RERUN_OF] == original
+
+
+@pytest.mark.slow
+def test_a_sweep_reruns_in_worker_processes_with_jobs(invoke, store):
+    args = ["--epochs", "2", "--log-every", "1", "--device", "cpu", "--tracking-uri", store, "-q"]
+    assert invoke("sweep", "linear", "--set", "optimizer.lr=0.01,0.02", *args).exit_code == 0
+    (parent,), _ = sweep_runs(store)
+    result = invoke("rerun", parent.info.run_id, "--verify", "--jobs", "2", "--tracking-uri", store, "-q")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert result.stdout.count(": identical: ") == 2
+    assert result.stdout.strip().splitlines()[-1] == "sweep: 2 of 2 points reproduced, 0 differ"
+    assert len(sweep_runs(store)[1]) == 4  # two points, rerun once each

@@ -104,7 +104,9 @@ def rerun_one(recorded, config, plugins, *, verify, tolerance, experiment_name, 
     def before_start(tags):
         found["env"] = env = environment.compare(recorded.tags, tags, recorded.params, config.flat_params())
         if speaks and not quiet:
-            click.echo(f"rerun of run {recorded.run_id} ({recorded.run_name}, {recorded.status}) in {recorded.uri}")
+            processes = f", on {world} processes as the original" if world > 1 else ""
+            click.echo(f"rerun of run {recorded.run_id} ({recorded.run_name}, {recorded.status}) in {recorded.uri}"
+                       f"{processes}")
             for line in environment.table(env):
                 click.echo(line)
 
