@@ -499,3 +499,39 @@ def test_a_sweep_reruns_in_worker_processes_with_jobs(invoke, store):
     assert result.stdout.count(": identical: ") == 2
     assert result.stdout.strip().splitlines()[-1] == "sweep: 2 of 2 points reproduced, 0 differ"
     assert len(sweep_runs(store)[1]) == 4  # two points, rerun once each
+
+
+# --- docs/reproducing.md ------------------------------------------------------------------------
+
+def test_readme_tour_shows_rerun_after_resume():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    lines = readme.splitlines()
+    at = lines.index("regfw resume RUN_ID")
+    assert lines[at + 1].startswith("regfw rerun RUN_ID --verify ") and "docs/reproducing.md" in lines[at + 1]
+
+
+@pytest.mark.slow
+def test_the_sessions_docs_reproducing_quotes_are_what_the_commands_print():
+    """docs/tools/reproducing.py runs the commands again; the page must hold what they print. Run
+    ids and times differ from run to run, and the figures may in their last digits on another CPU:
+    those are masked, every word, row and count is compared."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parent.parent / "docs" / "tools" / "reproducing.py"
+    spec = importlib.util.spec_from_file_location("reproducing_tool", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = module.DOC.read_text(encoding="utf-8")
+    fresh = module.blocks()
+
+    def masked(text: str) -> str:
+        text = re.sub(r"\b[0-9a-f]{32}\b|\b[0-9a-f]{8}\b", "ID", text)
+        return re.sub(r"-?\d+\.\d+(e[-+]?\d+)?", "X", text)
+
+    assert masked(module.replace(page, fresh)) == masked(page)
+    assert "identical: " in fresh["identical"] and "differs: train_loss at step 2: " in fresh["differs"]
+    assert fresh["differs"].rstrip("`\n").endswith("$ echo $?\n4")
