@@ -535,3 +535,30 @@ def test_the_sessions_docs_reproducing_quotes_are_what_the_commands_print():
     assert masked(module.replace(page, fresh)) == masked(page)
     assert "identical: " in fresh["identical"] and "differs: train_loss at step 2: " in fresh["differs"]
     assert fresh["differs"].rstrip("`\n").endswith("$ echo $?\n4")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # with test_ray.py's clusters: one Ray at a time on a test worker
+def test_a_sweep_reruns_its_points_as_ray_tasks_with_backend_ray(regfw_script, store):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'regfw[ray]')")
+    args = ["--epochs", "3", "--log-every", "1", "--device", "cpu", "--tracking-uri", store, "-q"]
+    done = regfw_script("sweep", "linear", "--set", "optimizer.lr=0.01,0.02", *args, env={"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    (parent,), _ = sweep_runs(store)
+    done = regfw_script("rerun", parent.info.run_id, "--verify", "--backend", "ray", "--tracking-uri", store,
+                        env={"OMP_NUM_THREADS": "1"}, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "a local Ray instance" in done.stdout
+    assert done.stdout.count(": identical: ") == 2, done.stdout
+    _, points = sweep_runs(store)
+    assert all(p.data.tags.get(T.RAY_NODE) for p in points[2:])  # trained as Ray tasks
+
+
+def test_sweep_options_on_a_single_run_are_one_line_and_no_run(invoke, store):
+    assert invoke("run", "linear", "--epochs", "1", "--device", "cpu", "--tracking-uri", store, "-q").exit_code == 0
+    original = only_run_id(store)
+    for extra in (["--jobs", "2"], ["--vectorize"], ["--backend", "ray"], ["--ray-address", "127.0.0.1:1"]):
+        result = invoke("rerun", original, *extra, "--tracking-uri", store)
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1, extra
+        assert "go with a sweep's parent run; this run is one run" in result.stderr
+    assert len(runs_of(store)[1]) == 1
