@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.regfw-installed
 
-.PHONY: setup run test test-fast bench experiments clean
+.PHONY: setup run test test-fast bench experiments reproducing clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,10 @@ bench: setup
 # docs/tools/experiments.py --help for a subset or a quick check).
 experiments: setup
 	OMP_NUM_THREADS=1 $(BIN)/python docs/tools/experiments.py
+
+# Regenerate docs/reproducing.md's terminal sessions (an identical and a diverging rerun; seconds).
+reproducing: setup
+	$(BIN)/python docs/tools/reproducing.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info core/*.egg-info

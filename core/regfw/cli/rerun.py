@@ -212,6 +212,9 @@ def rerun_sweep(found, *, verify, tolerance, experiment_name, jobs, vectorize, b
             for line in lines:
                 click.echo("  " + line)
     if not verify:
+        if not quiet:
+            click.echo(f"sweep {outcome.sweep_id} {outcome.status.lower()}: parent run {outcome.parent_run_id}; "
+                       f"--verify compares each point with its original")
         return outcome.exit_code
     # A point stacked otherwise than in the original (alone then, in a bucket now, or the reverse) is
     # compared within the vectorized path's stated tolerance; one line for each such change.
