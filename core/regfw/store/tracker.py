@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from regfw.errors import RegfwError
+from regfw.figures import rounded
 from regfw.store import tags as T
 from regfw.store.keys import stored
 from regfw.store.client import experiment_id, open_client, param_text
@@ -142,7 +143,7 @@ class MlflowTracker:
         if self.gone is not None:
             return
         now = int(time.time() * 1000)
-        rows = [(stored(k), float(v), int(s), now) for k, v, s in rows]
+        rows = [(stored(k), rounded(v), int(s), now) for k, v, s in rows]  # every metric as regfw shows it
         for key in {row[0] for row in rows} - self._metric_keys:  # a name is checked once, before its first row
             refused = refused_metric_name(key)
             if refused:
