@@ -235,7 +235,8 @@ class DirectStore:
             raise
         self.connection.execute("COMMIT")
 
-    def create_run(self, run_name: str, tags: dict[str, str], params: dict[str, str]) -> tuple[str, str]:
+    def create_run(self, run_name: str, tags: dict[str, str], params: dict[str, str],
+                   start_ms: int | None = None) -> tuple[str, str]:
         """A RUNNING run with its tags and params, as ``MlflowClient.create_run`` then
         ``log_batch(params=...)`` make it; returns its id and artifact URI."""
         run_id = uuid.uuid4().hex
@@ -248,7 +249,7 @@ class DirectStore:
             db.execute("INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, "
                        "start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id, deleted_time) "
                        "VALUES (?, ?, 'UNKNOWN', '', '', ?, 'RUNNING', ?, NULL, '', 'active', ?, ?, NULL)",
-                       (run_id, run_name, tags.get(USER_TAG, "unknown"), now_ms(), artifact_uri, int(self.experiment_id)))
+                       (run_id, run_name, tags.get(USER_TAG, "unknown"), start_ms or now_ms(), artifact_uri, int(self.experiment_id)))
             db.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
                            [(k, v, run_id) for k, v in tags.items()])
             db.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)",
