@@ -84,7 +84,9 @@ def draw_for_run(plugins, uri: str, run_id: str, *, quiet: bool = False, **optio
 
 def _range(values) -> str:
     flat = [v for row in values for v in (row if isinstance(row, list) else [row])]
-    return f"{min(flat):.4g} .. {max(flat):.4g}"
+    from regfw.figures import figure
+
+    return f"{figure(min(flat))} .. {figure(max(flat))}"
 
 
 @click.command()
