@@ -253,3 +253,18 @@ def test_an_experiment_name_never_puts_artifacts_outside_the_store(invoke, tmp_p
 def test_an_experiment_name_mlflow_cannot_keep_is_refused_before_any_run(invoke, store, name, expected):
     line = refused(invoke("run", "linear", "--epochs", "2", "--tracking-uri", store, "--experiment-name", name))
     assert expected in line and runs_in(store) == []
+
+
+# -- torchrun: what no rank can train is refused before any process starts --------------------------
+@pytest.mark.parametrize("args, expected", [
+    (["manual-gd"], "train.grad=formula computes gradients outside autograd"),
+    (["linear", "--device", "mps"], "data-parallel runs need --device cuda or cpu"),
+    (["linear", "--device", "cuda:1"], "give --device cuda, not cuda:1"),
+], ids=["formula-grad", "mps", "cuda-index"])
+def test_a_config_no_rank_can_train_is_one_line_before_torchrun_starts(regfw_script, tmp_path, args, expected):
+    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    result, seconds = timed_script(regfw_script, "run", *args, "--nproc", 2, "--epochs", 2, "-q", "--tracking-uri", store)
+    line = refused(result)  # once, not once per rank; exit 1, not torchrun's 143 for the rank it stopped
+    assert expected in line, line
+    assert "elastic" not in result.stderr and runs_in(store) == []
+    print(f"{args[0]} --nproc 2: refused in {seconds:.2f} s (with interpreter start-up)")
