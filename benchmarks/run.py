@@ -22,6 +22,7 @@ Rows:
  9. vectorized sweeps (benchmarks/vectorize_row.py): points/s of ``--vectorize`` against one after another.
 10. loss landscapes (benchmarks/landscape_row.py): a 41x41 grid batched against one Python step per point.
 12. sweeps on Ray (benchmarks/ray_row.py): 16 tiny points, ``--backend ray`` against ``--jobs 2``, Ray's start apart.
+13. searches (benchmarks/tune_row.py): ``regfw tune`` against Optuna over a plain loop and Ray Tune, trials/s and best.
 """
 
 from __future__ import annotations
@@ -838,13 +839,22 @@ def _row_ray(args, tmp: Path) -> list[Row]:
     return row_ray(args, tmp, alternate, Row)
 
 
+def _row_tune(args, tmp: Path) -> list[Row]:
+    """Row 13 (benchmarks/tune_row.py): regfw tune against Optuna + a plain loop and Ray Tune."""
+    sys.path.insert(0, str(HERE))
+    from tune_row import row_tune
+
+    return row_tune(args, tmp, alternate, Row)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small epoch counts and 5 rounds: checks the script")
     parser.add_argument("--pairs", type=int, default=5, help="rounds per comparison (at least 5)")
-    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9,10,11,12", help="which rows to run, e.g. 1,4 (7: GPU rows, "
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9,10,11,12,13", help="which rows to run, e.g. 1,4 (7: GPU rows, "
                         "only where CUDA is available; 8: one epoch on 1 and 2 processes; 9: --vectorize; 10: landscapes; "
-                        "11: a run's fixed cost, whole processes; 12: --backend ray against --jobs 2)")
+                        "11: a run's fixed cost, whole processes; 12: --backend ray against --jobs 2; 13: regfw tune against "
+                        "Optuna + a plain loop and Ray Tune)")
     parser.add_argument("--ray-epochs", type=int, default=20, help="row 12: epochs of each tiny linear point")
     parser.add_argument("--ray-rounds", type=int, default=3, help="row 12: rounds (each starts a local Ray instance)")
     parser.add_argument("--fixed-cost-epochs", type=int, default=200000, help="row 11: quadratic-param epochs")
@@ -867,6 +877,15 @@ def main(argv=None) -> int:
                         help="row 9: points of the one-after-another and --jobs 2 sweeps (default: the smallest N)")
     parser.add_argument("--vectorize-no-jobs", action="store_true",
                         help="row 9: leave out the --jobs 2 variants (for very long points)")
+    parser.add_argument("--tune-experiments", default="quadratic-linear,mlp-regression", help="row 13: searches")
+    parser.add_argument("--tune-pruners", default="none,median", help="row 13: pruners (none, median)")
+    parser.add_argument("--tune-quadratic-trials", type=int, default=64)
+    parser.add_argument("--tune-quadratic-epochs", type=int, default=5000)
+    parser.add_argument("--tune-mlp-trials", type=int, default=32)
+    parser.add_argument("--tune-mlp-epochs", type=int, default=10)
+    parser.add_argument("--tune-batch", type=int, default=16, help="row 13: --vectorize --batch N (trials per stack)")
+    parser.add_argument("--tune-rounds", type=int, default=3, help="row 13: rounds (each variant a whole search)")
+    parser.add_argument("--tune-no-ray", action="store_true", help="row 13: leave out Ray Tune")
     parser.add_argument("--landscape-grid", type=int, default=41, help="row 10: points per axis")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.json")
     parser.add_argument("--profile", metavar="EXPERIMENT", help="profile regfw training EXPERIMENT with pyinstrument "
@@ -879,6 +898,7 @@ def main(argv=None) -> int:
         args.mnist_train = min(args.mnist_train, 6000)
         args.vectorize_quadratic_epochs, args.vectorize_mlp_epochs = 2000, 1
         args.fixed_cost_epochs = 20000
+        args.tune_quadratic_trials, args.tune_quadratic_epochs, args.tune_mlp_trials, args.tune_mlp_epochs = 8, 500, 4, 1
     args.pairs = max(args.pairs, 5)
     args.out = args.out.resolve()  # the benchmark works inside a temp folder
     wanted = {int(r) for r in args.rows.split(",") if r.strip()}
@@ -906,7 +926,7 @@ def main(argv=None) -> int:
                  (6, lambda: row_lightning(args, store, tmp)), (7, lambda: row_gpu(args, tmp)),
                  (8, lambda: row_parallel(args, tmp)), (9, lambda: _row_vectorize(args, store)),
                  (10, lambda: _row_landscape(args)), (11, lambda: _row_fixed_cost(args, tmp)),
-                 (12, lambda: _row_ray(args, tmp))]
+                 (12, lambda: _row_ray(args, tmp)), (13, lambda: _row_tune(args, tmp))]
         for number, run in steps:
             if number in wanted:
                 rows.extend(run())

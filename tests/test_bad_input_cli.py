@@ -9,6 +9,8 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pytest
 
@@ -215,6 +217,54 @@ def test_a_store_path_no_database_can_be_at_is_one_line_and_makes_nothing(invoke
     assert list(tmp_path.iterdir()) == []  # no database, no lock file, no artifacts folder
 
 
-def test_an_experiment_name_longer_than_its_artifact_folder_can_be_is_refused_before_any_run(invoke, store):
-    line = refused(invoke("run", "linear", "--epochs", "2", "--tracking-uri", store, "--experiment-name", "é" * 200))
-    assert "experiment name is 400 bytes" in line and runs_in(store) == []
+# -- an experiment name is text, never a path -----------------------------------------------------
+NAMES_THAT_LOOK_LIKE_PATHS = ["../../escape", "../etc", "/abs", "..\\..\\up", "..", ".", "é" * 150, "x/" * 128,
+                              "a/b", "a\\b", "a_b"]  # 150 é are 300 bytes; 128 "x/" are MLflow's 256 characters
+
+
+def test_an_experiment_name_never_puts_artifacts_outside_the_store(invoke, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative location would resolve here
+    folder = tmp_path / "deep" / "store"
+    uri = f"sqlite:///{folder / 'mlflow.db'}"  # one store for every name: a new store costs seconds
+    for name in NAMES_THAT_LOOK_LIKE_PATHS:
+        result = invoke("run", "linear", "--epochs", 2, "-q", "--tracking-uri", uri, "--experiment-name", name)
+        assert result.exit_code == 0, (name, result.stderr)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    homes = set()
+    for name in NAMES_THAT_LOOK_LIKE_PATHS:
+        experiment = client.get_experiment_by_name(name)  # the name itself is kept as given
+        run, = client.search_runs([experiment.experiment_id])
+        artifacts = Path(url2pathname(urlparse(run.info.artifact_uri).path))
+        home = artifacts.parent.parent
+        assert home.parent == folder / "artifacts" and artifacts.parent.name == run.info.run_id, (name, artifacts)
+        assert len(home.name.encode()) <= 255 and not home.name.startswith("."), (name, home)
+        assert {"loss_curve.svg", "fit.svg"} <= {p.name for p in artifacts.iterdir()}, name
+        homes.add(home)
+    assert len(homes) == len(NAMES_THAT_LOOK_LIKE_PATHS)  # no two names share a folder ("a/b", "a\\b", "a_b")
+    assert (folder / "artifacts" / "a_b").is_dir()  # a plain name keeps its readable folder
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(folder in p.parents for p in written), written  # nothing outside the store's folder
+
+
+@pytest.mark.parametrize("name, expected", [("a\0b", "holds a control character"), ("x" * 257, "257 characters"),
+                                            ("  ", "the experiment name is empty")], ids=["nul", "too-long", "blank"])
+def test_an_experiment_name_mlflow_cannot_keep_is_refused_before_any_run(invoke, store, name, expected):
+    line = refused(invoke("run", "linear", "--epochs", "2", "--tracking-uri", store, "--experiment-name", name))
+    assert expected in line and runs_in(store) == []
+
+
+# -- torchrun: what no rank can train is refused before any process starts --------------------------
+@pytest.mark.parametrize("args, expected", [
+    (["manual-gd"], "train.grad=formula computes gradients outside autograd"),
+    (["linear", "--device", "mps"], "data-parallel runs need --device cuda or cpu"),
+    (["linear", "--device", "cuda:1"], "give --device cuda, not cuda:1"),
+], ids=["formula-grad", "mps", "cuda-index"])
+def test_a_config_no_rank_can_train_is_one_line_before_torchrun_starts(regfw_script, tmp_path, args, expected):
+    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    result, seconds = timed_script(regfw_script, "run", *args, "--nproc", 2, "--epochs", 2, "-q", "--tracking-uri", store)
+    line = refused(result)  # once, not once per rank; exit 1, not torchrun's 143 for the rank it stopped
+    assert expected in line, line
+    assert "elastic" not in result.stderr and runs_in(store) == []
+    print(f"{args[0]} --nproc 2: refused in {seconds:.2f} s (with interpreter start-up)")

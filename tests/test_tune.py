@@ -88,7 +88,6 @@ def test_bad_forms_are_one_line(text, words):
     (["--space", LR, "--sampler", "grid"], "needs a grid"),
     (["--space", LR, "--report-every", "3", "--log-every", "2"], "not a multiple"),
     (["--space", LR, "--batch", "4"], "goes with --vectorize"),
-    (["--space", LR, "--vectorize", "--pruner", "median"], "does not go with --vectorize"),
 ])
 def test_bad_input_is_one_line_and_no_run(invoke, tmp_path, args, words):
     store = tmp_path / "store" / "mlflow.db"
@@ -264,6 +263,44 @@ def test_stacked_trials_record_what_serial_trials_record(store, tmp_path):
     assert v_parent.data.tags["regfw.study_best_run"] == v_study.best_trial.user_attrs["regfw.run_id"]
     assert v_parent.data.metrics[stored("best_value")] == pytest.approx(v_study.best_trial.value, rel=1e-6)
     assert v_parent.info.status == "FINISHED" and v_parent.data.tags["regfw.study_complete"] == "3"
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_leaves_its_stack_and_stacked_trials_match_trials_run_alone(invoke, store):
+    from regfw.vectorize import bucket_run
+
+    result = invoke("tune", "quadratic-linear", "--space", LR, "--space", MOMENTUM, "--tracking-uri", store,
+                    "--trials", 12, "--vectorize", "--batch", 6, "--pruner", "median", "--epochs", 400,
+                    "--report-every", 20, "--seed", 0, "--study", "p")
+    assert result.exit_code == 0, result.output
+    study = _study(store, "p")
+    second = study.trials[6:]  # the first stack ends with no complete trial to compare with: none is pruned
+    assert [t.state.name for t in study.trials[:6]] == ["COMPLETE"] * 6
+    pruned = [t for t in second if t.state.name == "PRUNED"]
+    complete = [t for t in second if t.state.name == "COMPLETE"]
+    assert pruned and complete, [t.state.name for t in second]
+    at = {t.number: max(t.intermediate_values) for t in pruned}
+    assert all(epoch < 400 for epoch in at.values())
+    # A pruned row left the stack: the second stack trained each pruned trial up to its epoch only.
+    assert bucket_run.LAST_TIMING.row_epochs == sum(at.values()) + 400 * len(complete)
+    _, _, children = _record(store, "p")
+    for trial in pruned:
+        run = children[trial.number]
+        assert run.info.status == "FINISHED" and run.data.tags["regfw.trial_state"] == "pruned"
+        assert int(run.data.tags["regfw.pruned_at_epoch"]) == int(run.data.tags["regfw.epochs_done"]) == at[trial.number]
+        assert sorted(trial.intermediate_values) == list(range(20, at[trial.number] + 1, 20))
+
+    # The same params run alone (enqueue_trial fixes them, no pruner): the same values within 1e-5.
+    kept, stopped = complete[0], pruned[0]
+    study.enqueue_trial(kept.params)
+    study.enqueue_trial(stopped.params)
+    alone = _tune(store, "--trials", 2, "--epochs", 400, "--report-every", 20, "--seed", 0, "--study", "p")
+    assert alone.returncode == 0, alone.stderr
+    again = _study(store, "p").trials[12:]
+    assert [t.params for t in again] == [kept.params, stopped.params]
+    assert again[0].value == pytest.approx(kept.value, rel=1e-5)
+    for epoch, value in stopped.intermediate_values.items():
+        assert again[1].intermediate_values[epoch] == pytest.approx(value, rel=1e-5)
 
 
 @pytest.mark.slow

@@ -103,7 +103,7 @@ def run(ctx, **kwargs):
                                 extra_tags={T.STARTED_FROM: start.run_id} if start is not None else None)
     run_name = kwargs["run_name"] or default_run_name(plugins.registry, config)
     if nproc:  # the input is checked above, once; each process runs this command without --nproc
-        launch_and_exit(nproc)
+        launch_and_exit(nproc, config)
     parallel = distributed.from_env()  # None unless torchrun started this process
     reporter = Reporter("quiet" if kwargs["quiet"] else "auto")
     try:
@@ -131,10 +131,13 @@ def run(ctx, **kwargs):
     sys.exit(outcome.exit_code)
 
 
-def launch_and_exit(nproc: int) -> None:
-    """Run this command line, without --nproc, on ``nproc`` processes through torchrun."""
+def launch_and_exit(nproc: int, config=None) -> None:
+    """Run this command line, without --nproc, on ``nproc`` processes through torchrun, once
+    ``config`` is known to be one that every process can train (else one line, nothing started)."""
     from regfw import distributed
 
+    if config is not None:
+        distributed.check_launch(config, nproc)
     code, ended = distributed.launch(nproc, distributed.worker_argv(sys.argv[1:]))
     if ended:  # the processes printed their own errors; this says how each one ended
         click.echo(f"regfw: error: {ended}", err=True)

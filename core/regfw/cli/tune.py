@@ -148,9 +148,6 @@ def _search_from_options(registry, kwargs: dict):
             raise RegfwError(f"--{name} must be one of {', '.join(allowed)}, got {kwargs[name]!r}")
     if kwargs["batch"] and not kwargs["vectorize"]:
         raise RegfwError("--batch goes with --vectorize")
-    if kwargs["vectorize"] and kwargs["pruner"] != "none":  # a stack trains every member to the last epoch
-        raise RegfwError("--pruner does not go with --vectorize: a stacked program trains every trial to its last "
-                         "epoch (run without --vectorize to prune)")
     seed = kwargs.pop("seed")  # the search's seed; a run's own seed is --set seed=N or --space seed=...
     config_path = kwargs.pop("config_path")
     config_file = load_config_file(config_path) if config_path else None

@@ -9,7 +9,8 @@ run's record costs about a millisecond and ``regfw run`` imports MLflow only whe
 
 Used only where it is certain to write what MLflow would:
 
-- ``REGFW_DIRECT_STORE`` is not ``0`` (``0``: every write goes through ``MlflowClient``);
+- ``REGFW_DIRECT_STORE`` is not ``0`` (``0``, or ``regfw --no-direct-store``: every write goes
+  through ``MlflowClient``);
 - a SQLite store that exists and whose schema is the one the installed MLflow creates: its
   ``alembic_version`` is the head of the migrations shipped with that MLflow (read from the
   package's files, without importing it), and every table this module writes has the columns it
@@ -113,8 +114,9 @@ _said: set[str] = set()
 
 
 def say_once(text: str) -> None:
-    """A note on stderr, once per process, where the user asked to see them (``REGFW_DEBUG=1``)."""
-    if text in _said or os.environ.get("REGFW_DEBUG") != "1":
+    """A note on stderr, once per process, where the user asked to see them (``regfw -v``, which
+    sets ``REGFW_VERBOSE=1``, or ``REGFW_DEBUG=1``)."""
+    if text in _said or "1" not in (os.environ.get("REGFW_VERBOSE"), os.environ.get("REGFW_DEBUG")):
         return
     import sys
 

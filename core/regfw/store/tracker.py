@@ -59,7 +59,7 @@ class MlflowTracker:
         from regfw.store.direct import DirectStore
         from regfw.store.uri import check_experiment_name, check_reachable
 
-        check_experiment_name(self.experiment_name, self.uri)
+        check_experiment_name(self.experiment_name)
         check_reachable(self.uri, create=True)
         self.direct = DirectStore.open(self.uri, self.experiment_name)
         if self.direct is None:

@@ -149,11 +149,11 @@ def stop_after(result: PointResult) -> Interrupted | None:
     return None
 
 
-def run_in_order(tasks: list[PointTask], record, reporter=None) -> Interrupted | None:
+def run_in_order(tasks: list[PointTask], record, reporter=None, watches: dict | None = None) -> Interrupted | None:
     """Points one after another in this process, ``record(result)`` for each; the interrupt that
-    stopped them (see :func:`stop_after`), or None."""
+    stopped them (see :func:`stop_after`), or None. ``watches``: a search's, by point index."""
     for task in tasks:
-        result = run_point(task, reporter)
+        result = run_point(task, reporter, watch=(watches or {}).get(task.index))
         record(result)
         stopped = stop_after(result)
         if stopped is not None:

@@ -41,7 +41,7 @@ def train_trials(search, registry, trials, uri: str, experiment_name: str, paren
         else:
             tasks.append((trial, task))
     if search.stack > 1 and len(tasks) > 1:
-        return _train_stacked(search, registry, tasks, tell, reporter=reporter, on_plan=on_plan)
+        return _train_stacked(search, registry, tasks, tell, watch=watch, reporter=reporter, on_plan=on_plan)
     for trial, task in tasks:
         point = run_point(task, reporter, watch=watch(trial) if watch is not None else None)
         tell(trial, trial_result(search, trial, point))
@@ -51,9 +51,10 @@ def train_trials(search, registry, trials, uri: str, experiment_name: str, paren
     return None
 
 
-def _train_stacked(search, registry, tasks, tell, *, reporter=None, on_plan=None):
+def _train_stacked(search, registry, tasks, tell, *, watch=None, reporter=None, on_plan=None):
     """The batch's trials as one vectorized sweep: each bucket one stacked program, each trial its
-    own child run; a trial is told as soon as its bucket (or its lone run) has ended."""
+    own child run. Each trial's watch reports its values to the study as they come; a trial is told
+    as soon as it ends: pruned (it then leaves its stack), or with its bucket, or its lone run."""
     from regfw.sweep.grid import Point
     from regfw.sweep.points import NOT_RUN
     from regfw.vectorize import plan_buckets
@@ -79,7 +80,8 @@ def _train_stacked(search, registry, tasks, tell, *, reporter=None, on_plan=None
         if on_plan is not None:
             on_plan(f"  not stacked after building, trials {','.join(map(str, indices))}: {reason}")
 
-    return run_planned(plan, [task for _, task in tasks], record, reporter, fallback)
+    watches = {task.index: watch(trial) for trial, task in tasks} if watch is not None else None
+    return run_planned(plan, [task for _, task in tasks], record, reporter, fallback, watches=watches)
 
 
 def config_for(search: Search, registry, values: dict):

@@ -173,8 +173,7 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
     S.quiet_optuna()
     sampler = S.make_sampler(search.sampler, search.seed, search.dims, batch=search.stack)
     epochs = search.base.train["epochs"]
-    report_points = max(1, epochs // search.report_every)
-    pruner = S.make_pruner(search.pruner, report_points)
+    pruner = S.make_pruner(search.pruner, epochs, search.report_every)
     record = S.search_record(search.experiment, search.dims, search.metric, search.direction)
     study = S.open_study(search.storage, search.study, search.direction,
                          sampler, pruner if pruner is not None else optuna.pruners.NopPruner(), record)
@@ -233,7 +232,7 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
                     trials.append(trial)
                 asked += len(trials)
                 watch = None
-                if curve is not None and (pruner is not None or search.stack == 1):
+                if curve is not None:  # stacked too: each member reports its own values as they come
                     watch = lambda trial: Reporting(trial, curve, search.report_every, epochs,  # noqa: E731
                                                     search.metric.startswith("best_"),
                                                     search.direction == "maximize", pruner is not None)
