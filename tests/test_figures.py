@@ -63,3 +63,6 @@ def test_a_run_through_mlflows_client_stores_seven_digits(invoke, mlflow_server,
     assert result.exit_code == 0, result.stderr
     client, run = _one_run(mlflow_server, "quadratic-param")
     _check_run(client, run, result.stdout, tmp_path, {"a", "b", "c"})
+    # An http:// store's server is its UI: the run's own page ends the output.
+    assert result.stdout.splitlines()[-1] == (f"  open it: {mlflow_server}/#/experiments/{run.info.experiment_id}"
+                                              f"/runs/{run.info.run_id}?workflowType=machine_learning")

@@ -23,11 +23,10 @@ def print_summary(outcome, config, tracker) -> None:
     if outcome.learned:
         click.echo("  learned: " + "  ".join(f"{k}={figure(v)}" for k, v in outcome.learned.items()))
     if outcome.run_id:
-        click.echo(f"  run {outcome.run_id} in {tracker.uri}")
-        from regfw.store import default_tracking_uri
+        from regfw.cli.ui_link import where_to_look
 
-        where = "" if tracker.uri == default_tracking_uri() else f" --tracking-uri {tracker.uri}"
-        click.echo(f"  open it with: regfw ui{where}")
+        click.echo(f"  run {outcome.run_id} in {tracker.uri}")
+        click.echo(f"  {where_to_look(tracker.uri, tracker.experiment_id, outcome.run_id)}")
 
 
 @click.command()

@@ -173,6 +173,9 @@ def sweep(**kwargs):
         if grid.axes and any(a.key == "seed" for a in grid.axes) and len(grid.axes) > 1:
             group = " ".join(f"--group-by {a.key}" for a in grid.axes if a.key != "seed")
             click.echo(f"  over seeds: regfw runs {name} --sweep {outcome.sweep_id} {group}{where}")
+        from regfw.cli.ui_link import where_to_look
+
+        click.echo(f"  {where_to_look(uri, outcome.experiment_id, outcome.parent_run_id)}")
     if outcome.failed and outcome.status != "KILLED":
         click.echo(f"regfw: error: {outcome.failed} of {total} sweep points failed", err=True)
     elif outcome.status == "KILLED":

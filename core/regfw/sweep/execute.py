@@ -27,6 +27,7 @@ class SweepResult:
     results: list[PointResult]
     not_run: int = 0
     exit_code: int = 0
+    experiment_id: str | None = None  # the MLflow experiment of the parent (None: nothing recorded)
 
     @property
     def failed(self) -> int:
@@ -145,4 +146,4 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
         finally:
             parent.end(status)
     code = getattr(interrupted, "exit_code", 130) if interrupted is not None else min(failed, MAX_EXIT)
-    return SweepResult(sweep_id, parent_id, status, results, not_run, code)
+    return SweepResult(sweep_id, parent_id, status, results, not_run, code, getattr(parent, "experiment_id", None))
