@@ -54,6 +54,12 @@ def test_sweeps_children_list_in_point_order(invoke, store):
     assert result.exit_code == 0, result.stderr
     _assert_point_order(_children_in_default_order(store, "sequential"), 6, together=False)
 
+    # --jobs 3: points that start together in three processes still create their runs in order.
+    result = invoke("sweep", "linear", "--seeds", "0-5", "--epochs", "5", "--jobs", "3", "--tracking-uri", store,
+                    "--experiment-name", "jobs", "-q")
+    assert result.exit_code == 0, result.stderr
+    _assert_point_order(_children_in_default_order(store, "jobs"), 6, together=False)
+
     trackers = [MlflowTracker(store, "fast").open() for _ in range(12)]
     ids = [t.start(f"r{i}", {}, {}) for i, t in enumerate(trackers)]
     for tracker in trackers:

@@ -83,6 +83,13 @@ def die_with_parent() -> None:
 def run_point(task: PointTask, reporter=None, watch=None) -> PointResult:
     """Run one point with ``runner.execute`` as a child of the sweep's parent run (``watch``:
     see ``runner.execute``; a search's pruning)."""
+    from regfw import start_times
+
+    with start_times.point(task.index):  # --jobs: its run after those of the points before it
+        return _run_point(task, reporter, watch)
+
+
+def _run_point(task: PointTask, reporter, watch) -> PointResult:
     from regfw.plugins import get_plugins
     from regfw.runner import execute
 
