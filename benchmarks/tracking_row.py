@@ -5,7 +5,9 @@
    control: what two identical processes differ by on this machine, printed beside the ratio it
    bounds); tracking on into an existing store (its experiment made beforehand); and tracking on
    as the first run into a new store (MLflow creates the schema; a fresh store each round,
-   removed afterwards). CPU seconds (user + system of that child, ``getrusage``) and wall seconds.
+   removed afterwards); and tracking on into the existing store through MLflow's own client
+   (``regfw --no-direct-store``): its difference from the direct path is what the direct path
+   saves a process. CPU seconds (user + system of that child, ``getrusage``) and wall seconds.
 2. Inside one process (row 2's in-process runs): the CPU seconds spent in the tracker's own calls
    (opening the store, the run record, metric rows, status) and in writing the run's artifacts:
    what tracking adds to a process by construction, apart from how fast the training loop ran.
@@ -35,6 +37,7 @@ def child(command: list[str], env: dict) -> tuple[float, float]:
 
 NO_TRACK, CONTROL = "--no-track", "--no-track again (control)"
 EXISTING, NEW = "tracking on, existing store", "tracking on, first run into a new store"
+CLIENT = "tracking on, existing store, regfw --no-direct-store (MLflow's client)"
 
 
 def whole_processes(args, tmp, regfw, Row) -> list:
@@ -62,6 +65,7 @@ def whole_processes(args, tmp, regfw, Row) -> list:
     variants = {NO_TRACK: lambda: child(base + ["--no-track"], env),
                 CONTROL: lambda: child(base + ["--no-track"], env),
                 EXISTING: lambda: child(base + ["--tracking-uri", existing], env),
+                CLIENT: lambda: child(base[:1] + ["--no-direct-store"] + base[1:] + ["--tracking-uri", existing], env),
                 NEW: new_store}
     print(f"row 2 (whole processes): quadratic-param, {epochs} epochs", flush=True)
     cpus, walls = {name: [] for name in variants}, {name: [] for name in variants}
