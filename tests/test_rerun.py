@@ -469,3 +469,96 @@ def test_a_resumed_run_is_compared_over_its_whole_history(invoke, store, tmp_pat
            "whole history" in result.stdout
     verdict = verdict_line(result.stdout)
     assert verdict.startswith("identical: ") and int(verdict.split()[1]) >= 30  # every epoch of train_loss
+
+
+@pytest.mark.slow
+def test_a_two_process_run_reruns_on_two_processes(regfw_script, store):
+    """Real torchrun twice (a few seconds of imports per process): the same world size, the same
+    shards and sums, so the rerun is bit for bit."""
+    data = ["--set", "dataset.n_per_class=60", "--set", "dataset.n_train_per_class=40", "--batch-size", "17"]
+    done = regfw_script("run", "binary", *data, "--epochs", "2", "--nproc", "2", "--device", "cpu",
+                        "--tracking-uri", store, "-q")
+    assert done.returncode == 0, done.stderr
+    original = only_run_id(store, "binary")
+    done = regfw_script("rerun", original, "--verify", "--tracking-uri", store)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count(f"rerun of run {original}") == 1  # rank 1 prints nothing
+    assert "on 2 processes as the original" in done.stdout
+    assert verdict_line(done.stdout).startswith("identical: ")
+    _, (_, again) = runs_of(store, "binary")
+    assert again.data.tags[T.WORLD_SIZE] == "2" and again.data.tags[T.RERUN_OF] == original
+
+
+@pytest.mark.slow
+def test_a_sweep_reruns_in_worker_processes_with_jobs(invoke, store):
+    args = ["--epochs", "2", "--log-every", "1", "--device", "cpu", "--tracking-uri", store, "-q"]
+    assert invoke("sweep", "linear", "--set", "optimizer.lr=0.01,0.02", *args).exit_code == 0
+    (parent,), _ = sweep_runs(store)
+    result = invoke("rerun", parent.info.run_id, "--verify", "--jobs", "2", "--tracking-uri", store, "-q")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert result.stdout.count(": identical: ") == 2
+    assert result.stdout.strip().splitlines()[-1] == "sweep: 2 of 2 points reproduced, 0 differ"
+    assert len(sweep_runs(store)[1]) == 4  # two points, rerun once each
+
+
+# --- docs/reproducing.md ------------------------------------------------------------------------
+
+def test_readme_tour_shows_rerun_after_resume():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    lines = readme.splitlines()
+    at = lines.index("regfw resume RUN_ID")
+    assert lines[at + 1].startswith("regfw rerun RUN_ID --verify ") and "docs/reproducing.md" in lines[at + 1]
+
+
+@pytest.mark.slow
+def test_the_sessions_docs_reproducing_quotes_are_what_the_commands_print():
+    """docs/tools/reproducing.py runs the commands again; the page must hold what they print. Run
+    ids and times differ from run to run, and the figures may in their last digits on another CPU:
+    those are masked, every word, row and count is compared."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parent.parent / "docs" / "tools" / "reproducing.py"
+    spec = importlib.util.spec_from_file_location("reproducing_tool", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = module.DOC.read_text(encoding="utf-8")
+    fresh = module.blocks()
+
+    def masked(text: str) -> str:
+        text = re.sub(r"\b[0-9a-f]{32}\b|\b[0-9a-f]{8}\b", "ID", text)
+        return re.sub(r"-?\d+\.\d+(e[-+]?\d+)?", "X", text)
+
+    assert masked(module.replace(page, fresh)) == masked(page)
+    assert "identical: " in fresh["identical"] and "differs: train_loss at step 2: " in fresh["differs"]
+    assert fresh["differs"].rstrip("`\n").endswith("$ echo $?\n4")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # with test_ray.py's clusters: one Ray at a time on a test worker
+def test_a_sweep_reruns_its_points_as_ray_tasks_with_backend_ray(regfw_script, store):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'regfw[ray]')")
+    args = ["--epochs", "3", "--log-every", "1", "--device", "cpu", "--tracking-uri", store, "-q"]
+    done = regfw_script("sweep", "linear", "--set", "optimizer.lr=0.01,0.02", *args, env={"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    (parent,), _ = sweep_runs(store)
+    done = regfw_script("rerun", parent.info.run_id, "--verify", "--backend", "ray", "--tracking-uri", store,
+                        env={"OMP_NUM_THREADS": "1"}, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "a local Ray instance" in done.stdout
+    assert done.stdout.count(": identical: ") == 2, done.stdout
+    _, points = sweep_runs(store)
+    assert all(p.data.tags.get(T.RAY_NODE) for p in points[2:])  # trained as Ray tasks
+
+
+def test_sweep_options_on_a_single_run_are_one_line_and_no_run(invoke, store):
+    assert invoke("run", "linear", "--epochs", "1", "--device", "cpu", "--tracking-uri", store, "-q").exit_code == 0
+    original = only_run_id(store)
+    for extra in (["--jobs", "2"], ["--vectorize"], ["--backend", "ray"], ["--ray-address", "127.0.0.1:1"]):
+        result = invoke("rerun", original, *extra, "--tracking-uri", store)
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1, extra
+        assert "go with a sweep's parent run; this run is one run" in result.stderr
+    assert len(runs_of(store)[1]) == 1

@@ -31,8 +31,12 @@ DIFFERS_EXIT = 4  # --verify found a difference (1 stays "could not run", 3 "div
 @click.option("--vectorize", is_flag=True, help="A sweep's parent: train compatible points as one stacked program.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="A sweep's parent: where its points run (as `regfw sweep --backend`).")
+@click.option("--ray-address", metavar="ADDRESS",
+              help="With --backend ray: the cluster (as `regfw sweep --ray-address`; default $RAY_ADDRESS, else a "
+                   "local Ray instance).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but the verdict and errors.")
-def rerun(run_id, verify, tolerance, sets, tracking_uri, experiment_name, jobs, vectorize, backend, quiet):
+def rerun(run_id, verify, tolerance, sets, tracking_uri, experiment_name, jobs, vectorize, backend, ray_address,
+          quiet):
     """Train RUN_ID again from its own record, as a new run tagged with the run it repeats.
 
     Before training it prints how this environment differs from the recorded one (versions,
@@ -63,14 +67,17 @@ def rerun(run_id, verify, tolerance, sets, tracking_uri, experiment_name, jobs, 
     if recorded.is_sweep:
         from regfw.reproduce.sweep import load_sweep
 
+        if ray_address and backend != "ray":
+            raise RegfwError("--ray-address goes with --backend ray")
         if backend == "ray" and (jobs > 1 or vectorize):
             raise RegfwError("--jobs and --vectorize are for --backend local: on Ray the free CPUs set how many "
                              "points run at once")
         found = load_sweep(plugins.registry, recorded, pairs)
         sys.exit(rerun_sweep(found, verify=verify, tolerance=tolerance, experiment_name=experiment_name, jobs=jobs,
-                             vectorize=vectorize, backend=backend, quiet=quiet))
-    if jobs > 1 or vectorize or backend != "local":
-        raise RegfwError("--jobs, --vectorize and --backend go with a sweep's parent run; this run is one run")
+                             vectorize=vectorize, backend=backend, ray_address=ray_address, quiet=quiet))
+    if jobs > 1 or vectorize or backend != "local" or ray_address:
+        raise RegfwError("--jobs, --vectorize, --backend and --ray-address go with a sweep's parent run; this run is "
+                         "one run")
     config = recorded.config(plugins.registry, pairs)
     check_data_files(recorded, config)
     sys.exit(rerun_one(recorded, config, plugins, verify=verify, tolerance=tolerance, experiment_name=experiment_name,
@@ -104,7 +111,9 @@ def rerun_one(recorded, config, plugins, *, verify, tolerance, experiment_name, 
     def before_start(tags):
         found["env"] = env = environment.compare(recorded.tags, tags, recorded.params, config.flat_params())
         if speaks and not quiet:
-            click.echo(f"rerun of run {recorded.run_id} ({recorded.run_name}, {recorded.status}) in {recorded.uri}")
+            processes = f", on {world} processes as the original" if world > 1 else ""
+            click.echo(f"rerun of run {recorded.run_id} ({recorded.run_name}, {recorded.status}) in {recorded.uri}"
+                       f"{processes}")
             for line in environment.table(env):
                 click.echo(line)
 
@@ -146,7 +155,8 @@ def _stacking(tags: dict) -> str:
     return f"stacked ({tags[T.BUCKET]})" if T.BUCKET in tags else "alone"
 
 
-def rerun_sweep(found, *, verify, tolerance, experiment_name, jobs, vectorize, backend, quiet) -> int:
+def rerun_sweep(found, *, verify, tolerance, experiment_name, jobs, vectorize, backend, ray_address=None,
+                quiet=False) -> int:
     """Rerun every point of a recorded sweep as a new sweep (the same machinery as `regfw sweep`), then
     give each point's environment and verdict; the exit code: failed points, else 4 on a difference."""
     from regfw.cli.progress import Reporter
@@ -165,7 +175,7 @@ def rerun_sweep(found, *, verify, tolerance, experiment_name, jobs, vectorize, b
     if backend == "ray":
         from regfw.sweep.ray_backend import RayOptions
 
-        ray = RayOptions(announce=None if quiet else click.echo)
+        ray = RayOptions(ray_address, announce=None if quiet else click.echo)
 
     def on_result(result, point):
         if not quiet:
