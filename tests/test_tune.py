@@ -88,6 +88,8 @@ def test_bad_forms_are_one_line(text, words):
     (["--space", LR, "--sampler", "grid"], "needs a grid"),
     (["--space", LR, "--report-every", "3", "--log-every", "2"], "not a multiple"),
     (["--space", LR, "--batch", "4"], "goes with --vectorize"),
+    (["--space", LR, "--study", " "], "--study needs a name"),
+    (["--space", "optimizer.momentum=choice(0.5,-1)"], "must be at least"),
 ])
 def test_bad_input_is_one_line_and_no_run(invoke, tmp_path, args, words):
     store = tmp_path / "store" / "mlflow.db"

@@ -146,6 +146,8 @@ def _search_from_options(registry, kwargs: dict):
     for name, allowed in (("direction", ("minimize", "maximize")), ("sampler", SAMPLERS), ("pruner", PRUNERS)):
         if kwargs[name] not in allowed:
             raise RegfwError(f"--{name} must be one of {', '.join(allowed)}, got {kwargs[name]!r}")
+    if kwargs["study"] is not None and not kwargs["study"].strip():  # not silently the default study
+        raise RegfwError("--study needs a name (leave it out for the default: the experiment and a digest of the search)")
     if kwargs["batch"] and not kwargs["vectorize"]:
         raise RegfwError("--batch goes with --vectorize")
     seed = kwargs.pop("seed")  # the search's seed; a run's own seed is --set seed=N or --space seed=...
