@@ -88,6 +88,11 @@ def test_bad_forms_are_one_line(text, words):
     (["--space", LR, "--sampler", "grid"], "needs a grid"),
     (["--space", LR, "--report-every", "3", "--log-every", "2"], "not a multiple"),
     (["--space", LR, "--batch", "4"], "goes with --vectorize"),
+    (["--space", LR, "--study", " "], "--study needs a name"),
+    (["--space", LR, "--jobs", "2", "--pruner", "median"], "--pruner needs each trial's values as they come"),
+    (["--space", LR, "--backend", "ray", "--vectorize"], "does not combine with --backend ray"),
+    (["--space", LR, "--ray-address", "auto"], "--ray-address goes with --backend ray"),
+    (["--space", "optimizer.momentum=choice(0.5,-1)"], "must be at least"),
 ])
 def test_bad_input_is_one_line_and_no_run(invoke, tmp_path, args, words):
     store = tmp_path / "store" / "mlflow.db"
@@ -318,3 +323,72 @@ def test_stacked_trials_of_another_model_size_stack_apart_or_run_alone(store):
         shared = sizes.count(trial.params["model.hidden"]) > 1
         assert ("regfw.bucket" in children[trial.number].data.tags) == shared, (sizes, result.stdout)
         assert (f"alone, trial {trial.number}: no other point shares its model" in result.stdout) == (not shared)
+
+
+def _workers(pid: int) -> list[int]:
+    """The spawned worker processes of process ``pid`` (not multiprocessing's resource tracker)."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text():
+                found.append(int(child))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_jobs_a_dead_worker_fails_its_trial_with_the_reason_and_the_search_goes_on(store):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("REGFW_")}
+    proc = subprocess.Popen([REGFW, "tune", "quadratic-linear", "--space", LR, "--space", MOMENTUM, "--tracking-uri",
+                             store, "--trials", "3", "--jobs", "2", "--epochs", "6000", "--seed", "1", "--study", "j"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env | {"OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # until the first wave's trials train in their workers
+            time.sleep(0.3)
+            try:
+                training = [r for r in _runs(store) if r.data.tags.get("regfw.trial") and r.info.status == "RUNNING"]
+            except Exception:  # noqa: BLE001 - the store is not made yet
+                continue
+            if training:
+                break
+        killed = _workers(proc.pid)
+        assert killed, "no worker process found"
+        os.kill(killed[0], signal.SIGKILL)  # our own test's worker, by pid
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    trials = _study(store, "j").trials
+    assert len(trials) == 3 and "RUNNING" not in [t.state.name for t in trials]
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert failed and all("worker process died" in t.user_attrs["regfw.failure"] for t in failed), out
+    assert trials[2].state.name == "COMPLETE", out  # the next wave trained on
+    runs = _runs(store)
+    assert all(r.info.status != "RUNNING" for r in runs)
+    for trial in failed:  # a run the dead worker had started ends FAILED with the reason
+        run_id = trial.user_attrs.get("regfw.run_id")
+        if run_id:
+            run = next(r for r in runs if r.info.run_id == run_id)
+            assert run.info.status == "FAILED" and "worker process died" in run.data.tags["regfw.failure"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
+def test_trials_run_as_ray_tasks_on_a_local_instance(store):
+    pytest.importorskip("ray")
+    result = _tune(store, "--trials", 2, "--epochs", 30, "--seed", 5, "--study", "r", "--backend", "ray", "--jobs", 2)
+    assert result.returncode == 0, result.stderr
+    assert "Ray: a local Ray instance" in result.stdout and "as Ray tasks" in result.stdout
+    study = _study(store, "r")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
+    _, parent, children = _record(store, "r")
+    assert sorted(children) == [0, 1] and all(r.info.status == "FINISHED" for r in children.values())
+    for trial in study.trials:
+        assert children[trial.number].data.metrics[stored("final_train_loss")] == pytest.approx(trial.value, rel=1e-6)
+    assert parent.info.status == "FINISHED"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from regfw.interrupts import Interrupted, sigterm_as_interrupt
 from regfw.store import tags as T
 from regfw.sweep.grid import AXIS_SEP, Grid, Point
-from regfw.sweep.points import NOT_RUN, PointResult, PointTask, run_in_order
+from regfw.sweep.points import NOT_RUN, PointResult, PointTask
 
 MAX_EXIT = 100  # the sweep's exit code is the number of failed points, at most this
 
@@ -113,20 +113,9 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
 
     try:
         with sigterm_as_interrupt():
-            if plan is not None:
-                from regfw.vectorize.schedule import run_planned
+            from regfw.training import Ways, train_points  # a grid hands every point at once
 
-                interrupted = run_planned(plan, tasks, record, reporter, on_fallback, jobs=jobs)
-            elif ray is not None:
-                from regfw.sweep.ray_backend import run_ray
-
-                interrupted = run_ray(tasks, record, ray)
-            elif jobs <= 1:
-                interrupted = run_in_order(tasks, record, reporter)
-            else:
-                from regfw.sweep.pool import run_parallel
-
-                interrupted = run_parallel(tasks, jobs, record)
+            interrupted = train_points(tasks, record, Ways(jobs, ray, plan, reporter, on_fallback))
     except (KeyboardInterrupt, Interrupted) as exc:
         interrupted = exc
     finally:
