@@ -268,3 +268,42 @@ def test_a_config_no_rank_can_train_is_one_line_before_torchrun_starts(regfw_scr
     assert expected in line, line
     assert "elastic" not in result.stderr and runs_in(store) == []
     print(f"{args[0]} --nproc 2: refused in {seconds:.2f} s (with interpreter start-up)")
+
+
+# -- a model that cannot be built for the data, or cannot fit any memory ------------------------------
+@pytest.mark.parametrize("vectorize", [True, False], ids=["vectorized", "one-by-one"])
+def test_a_sweep_whose_model_cannot_be_built_for_the_dataset_is_refused_before_any_run(invoke, store, vectorize):
+    result = invoke("sweep", "linear", "--model", "cnn-lstm-attention", "--set", "optimizer.lr=0.1,0.2", "--epochs", 2,
+                    "-q", "--tracking-uri", store, *(["--vectorize"] if vectorize else []))
+    line = refused(result)  # was "2 of 2 sweep points failed" and a FAILED parent
+    assert "model 'cnn-lstm-attention' needs in_channels and out_features" in line, line
+    assert runs_in(store) == []
+
+
+HUGE = 10**11  # hidden units: terabytes of parameters, past any machine's memory
+MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+# linear's MLP 1 -> H -> 1 has 3H + 1 parameters: with H = MEMORY / 240 they and their gradients take a
+# tenth of the memory, and the layer outputs of one 100-row batch (100 x H floats, twice) over three times it.
+WIDE = MEMORY // 240
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["linear", "--model", "mlp", "--set", f"model.hidden={WIDE}"],
+     [f"model 'mlp' with {3 * WIDE + 1:,} parameters needs at least", "of layer outputs for a batch of 100 rows"]),
+    (["mlp-regression", "--set", f"model.hidden={HUGE}"],
+     [f"model 'mlp' with {502 * HUGE + 1:,} parameters needs at least", "of parameters as float32"]),
+], ids=["layer-outputs", "parameters"])
+def test_a_model_no_memory_can_hold_is_refused_with_its_size_before_any_run(regfw_script, tmp_path, args, expected):
+    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    result, seconds = timed_script(regfw_script, "run", *args, "--epochs", 2, "-q", "--tracking-uri", store)
+    line = refused(result)  # was 68 s growing to 12 GB, then "can't allocate" and a FAILED run
+    assert all(e in line for e in expected) and "of memory the machine has" in line, line
+    assert runs_in(store) == []
+    print(f"{args[0]} {args[-1]}: refused in {seconds:.2f} s (with interpreter start-up)")
+
+
+def test_a_sweep_point_no_memory_can_hold_is_refused_naming_the_point(invoke, store):
+    line = refused(invoke("sweep", "linear", "--model", "mlp", "--set", f"model.hidden=8;{HUGE}", "--epochs", 2,
+                          "-q", "--tracking-uri", store))
+    assert line.startswith(f"regfw: error: sweep point 2: model 'mlp' with {3 * HUGE + 1:,} parameters"), line
+    assert runs_in(store) == []

@@ -126,11 +126,13 @@ def sweep(**kwargs):
         return
 
     from regfw.cli.progress import Reporter
+    from regfw.sizing import check_sweep_fits
     from regfw.store import default_tracking_uri, tracking_uri
     from regfw.store import tags as T
     from regfw.sweep import run_sweep
 
     ray = _ray_options(kwargs, quiet)
+    check_sweep_fits(grid.points, plugins.registry)  # before the parent run: a mismatch every point would show
     if kwargs["no_track"] and ray is not None:
         raise RegfwError("--no-track goes with --backend local: Ray points hand their results back through the store")
     if kwargs["no_track"] and (kwargs["tracking_uri"] or kwargs["experiment_name"]):
