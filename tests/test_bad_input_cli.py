@@ -307,3 +307,19 @@ def test_a_sweep_point_no_memory_can_hold_is_refused_naming_the_point(invoke, st
                           "-q", "--tracking-uri", store))
     assert line.startswith(f"regfw: error: sweep point 2: model 'mlp' with {3 * HUGE + 1:,} parameters"), line
     assert runs_in(store) == []
+
+
+# -- a sweep whose points all fail says why, under -q too ---------------------------------------------
+def test_a_quiet_sweep_whose_every_point_fails_says_why_on_its_error_line(invoke):
+    result = invoke("sweep", "linear", "--set", "optimizer.lr=1e15,1e16", "--epochs", 30, "--log-every", 1, "-q",
+                    "--no-track")  # was only "2 of 2 sweep points failed"
+    assert result.exit_code == 2 and result.stdout == "", result.stdout
+    line = one_stderr_line(result)
+    assert line.startswith("regfw: error: 2 of 2 sweep points failed") and "diverged at epoch " in line, line
+    assert "try a smaller learning rate" in line
+
+
+def one_stderr_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]

@@ -174,10 +174,25 @@ def sweep(**kwargs):
             group = " ".join(f"--group-by {a.key}" for a in grid.axes if a.key != "seed")
             click.echo(f"  over seeds: regfw runs {name} --sweep {outcome.sweep_id} {group}{where}")
     if outcome.failed and outcome.status != "KILLED":
-        click.echo(f"regfw: error: {outcome.failed} of {total} sweep points failed", err=True)
+        click.echo(f"regfw: error: {outcome.failed} of {total} sweep points failed{why_failed(outcome.results)}", err=True)
     elif outcome.status == "KILLED":
         click.echo("regfw: error: sweep interrupted", err=True)
     sys.exit(outcome.exit_code)
+
+
+def why_failed(results) -> str:
+    """The reason on the sweep's error line: the one line that stays under -q. One reason shared by
+    every failed point is said once; else the first point's, and how many others there are."""
+    failed = [r for r in results if r.status == "FAILED"]
+    reasons = [r.error for r in failed if r.error]
+    if not reasons:
+        return ""
+    if len(set(reasons)) == 1:
+        return f"{'' if len(failed) == 1 else ', all'}: {reasons[0]}"
+    first = next(r for r in failed if r.error)
+    others = sum(r.error != first.error for r in failed)
+    return (f"; point {first.index + 1}: {first.error} ({others} more failed for another reason: "
+            "`regfw runs` shows each)")
 
 
 RAY_ONLY = {"ray_address": "--ray-address", "cpus_per_point": "--cpus-per-point", "gpus_per_point": "--gpus-per-point",
