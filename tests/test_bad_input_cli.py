@@ -323,3 +323,15 @@ def one_stderr_line(result) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     return lines[0]
+
+
+# -- --threads beyond the machine: a warning with the core count ---------------------------------------
+def test_more_threads_than_cores_is_a_warning_with_the_core_count(invoke):
+    have = len(os.sched_getaffinity(0))
+    warned = f"regfw: warning: --threads {have + 1} is more than the {have} CPU core(s) this process can use"
+    for command in (["run", "linear"], ["sweep", "linear", "--set", "optimizer.lr=0.1,0.2"]):
+        result = invoke(*command, "--threads", have + 1, "--epochs", 2, "-q", "--no-track")
+        assert result.exit_code == 0 and result.stderr.splitlines() == [warned + "; torch's threads will wait for "
+                                                                         f"each other (give --threads {have} at most)"]
+        fits = invoke(*command, "--threads", have, "--epochs", 2, "-q", "--no-track")
+        assert fits.exit_code == 0 and fits.stderr == "", fits.stderr

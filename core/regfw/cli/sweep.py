@@ -7,7 +7,7 @@ import sys
 import click
 
 from regfw.cli.common import (FLAG_KEYS, FLAG_OPTIONS, SWAPS, from_option, layer_start, one_line_plugin_errors,
-                              override_options, starting_point)
+                              override_options, starting_point, warn_beyond_cores)
 from regfw.errors import RegfwError
 
 from regfw.sweep.grid import DEFAULT_MAX_POINTS  # cheap: the grid module imports neither torch nor mlflow
@@ -133,6 +133,7 @@ def sweep(**kwargs):
 
     ray = _ray_options(kwargs, quiet)
     check_sweep_fits(grid.points, plugins.registry)  # before the parent run: a mismatch every point would show
+    warn_beyond_cores(p.config for p in grid.points)
     if kwargs["no_track"] and ray is not None:
         raise RegfwError("--no-track goes with --backend local: Ray points hand their results back through the store")
     if kwargs["no_track"] and (kwargs["tracking_uri"] or kwargs["experiment_name"]):
