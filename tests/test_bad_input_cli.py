@@ -335,3 +335,28 @@ def test_more_threads_than_cores_is_a_warning_with_the_core_count(invoke):
                                                                          f"each other (give --threads {have} at most)"]
         fits = invoke(*command, "--threads", have, "--epochs", 2, "-q", "--no-track")
         assert fits.exit_code == 0 and fits.stderr == "", fits.stderr
+
+
+# -- a store folder nobody can write in: refused at once, not after MLflow's minutes of retries ------
+def test_a_store_folder_that_cannot_be_written_is_one_line_at_once(regfw_script, tmp_path):
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() == 0:  # root ignores modes: an immutable folder instead
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
+            pytest.skip("running as root without chattr: cannot make a folder read-only")
+        undo = ["chattr", "-i", str(folder)]
+    else:
+        folder.chmod(0o555)
+        undo = None
+    try:
+        result, seconds = timed_script(regfw_script, "run", "linear", "--epochs", 2, "-q", "--tracking-uri",
+                                       f"sqlite:///{folder / 'mlflow.db'}")  # was 2 min 20 s of MLflow's retries
+    finally:
+        subprocess.run(undo) if undo else folder.chmod(0o755)
+    line = refused(result)
+    assert f"cannot write in the store folder {folder}" in line, line
+    assert list(folder.iterdir()) == []
+    print(f"unwritable store folder: refused in {seconds:.2f} s (with interpreter start-up)")
