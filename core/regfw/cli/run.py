@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from regfw.cli.common import from_option, one_line_plugin_errors, override_options, resolve_from_options, starting_point
+from regfw.cli.common import (from_option, one_line_plugin_errors, override_options, resolve_from_options, starting_point,
+                              warn_beyond_cores)
 from regfw.errors import RegfwError
 from regfw.interrupts import Interrupted, sigterm_as_interrupt
 
@@ -88,6 +89,11 @@ def run(ctx, **kwargs):
                          f"run has (epoch 0 to {epochs}); give at most {epochs + 1}")
     if (snapshots or landscape) and kwargs["no_track"]:
         raise RegfwError("--snapshots and --landscape are stored in the MLflow run; they cannot be used with --no-track")
+    from regfw.sizing import check_model_fits
+
+    warn_beyond_cores([config])
+
+    check_model_fits(config, plugins.registry)  # on the meta device: a size no memory holds is refused now
     from regfw.cli.progress import Reporter
     from regfw.naming import default_run_name
     from regfw.runner import execute

@@ -7,7 +7,7 @@ import sys
 import click
 
 from regfw.cli.common import (FLAG_KEYS, FLAG_OPTIONS, SWAPS, from_option, layer_start, one_line_plugin_errors,
-                              override_options, starting_point)
+                              override_options, starting_point, warn_beyond_cores)
 from regfw.errors import RegfwError
 
 from regfw.sweep.grid import DEFAULT_MAX_POINTS  # cheap: the grid module imports neither torch nor mlflow
@@ -128,11 +128,14 @@ def sweep(**kwargs):
         return
 
     from regfw.cli.progress import Reporter
+    from regfw.sizing import check_sweep_fits
     from regfw.store import default_tracking_uri, tracking_uri
     from regfw.store import tags as T
     from regfw.sweep import run_sweep
 
     ray = _ray_options(kwargs, quiet)
+    check_sweep_fits(grid.points, plugins.registry)  # before the parent run: a mismatch every point would show
+    warn_beyond_cores(p.config for p in grid.points)
     if kwargs["no_track"] and ray is not None:
         raise RegfwError("--no-track goes with --backend local: Ray points hand their results back through the store")
     if kwargs["no_track"] and (kwargs["tracking_uri"] or kwargs["experiment_name"]):
@@ -177,10 +180,25 @@ def sweep(**kwargs):
 
         click.echo(f"  {where_to_look(uri, outcome.experiment_id, outcome.parent_run_id)}")
     if outcome.failed and outcome.status != "KILLED":
-        click.echo(f"regfw: error: {outcome.failed} of {total} sweep points failed", err=True)
+        click.echo(f"regfw: error: {outcome.failed} of {total} sweep points failed{why_failed(outcome.results)}", err=True)
     elif outcome.status == "KILLED":
         click.echo("regfw: error: sweep interrupted", err=True)
     sys.exit(outcome.exit_code)
+
+
+def why_failed(results) -> str:
+    """The reason on the sweep's error line: the one line that stays under -q. One reason shared by
+    every failed point is said once; else the first point's, and how many others there are."""
+    failed = [r for r in results if r.status == "FAILED"]
+    reasons = [r.error for r in failed if r.error]
+    if not reasons:
+        return ""
+    if len(set(reasons)) == 1:
+        return f"{'' if len(failed) == 1 else ', all'}: {reasons[0]}"
+    first = next(r for r in failed if r.error)
+    others = sum(r.error != first.error for r in failed)
+    return (f"; point {first.index + 1}: {first.error} ({others} more failed for another reason: "
+            "`regfw runs` shows each)")
 
 
 RAY_ONLY = {"ray_address": "--ray-address", "cpus_per_point": "--cpus-per-point", "gpus_per_point": "--gpus-per-point",

@@ -161,6 +161,22 @@ def check_reachable(uri: str, *, create: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RegfwError(f"cannot create the store folder {path.parent}: {exc.strerror}") from None
+    check_writable_folder(path.parent)
+
+
+def check_writable_folder(folder: Path) -> None:
+    """A writer's store folder must take new files (the database, SQLite's journal, the lock,
+    the artifacts): MLflow retries an unwritable one for minutes before "unable to open database
+    file". Tried by making a file there, since permission bits tell root nothing (and nothing of
+    an immutable folder or a read-only mount)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".regfw-probe-"):
+            pass
+    except OSError as exc:
+        raise RegfwError(f"cannot write in the store folder {folder}: {exc.strerror or type(exc).__name__}; "
+                         "give a folder this user can write, or --no-track") from None
 
 
 MAX_EXPERIMENT_NAME = 256  # the width of MLflow's experiments.name column
