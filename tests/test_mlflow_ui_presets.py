@@ -16,13 +16,19 @@ def test_the_params_that_vary_are_ticked_seed_last_and_the_sweep_parent_expanded
                   ["curves/train_loss", "summary/final_train_loss", "summary/final_test_loss",
                    "summary/final_test_accuracy", "learned/weight"])
              for lr in ("0.05", "0.1") for seed in ("0", "1")]
-    state = presets.experiment_state(runs)
+    one_point = {"summary/final_train_loss", "summary/final_test_loss", "summary/final_test_accuracy", "learned/weight"}
+    state = presets.experiment_state(runs, one_point)
     assert state["selectedColumns"] == ["params.`optimizer.lr`", "params.`seed`",
                                         "metrics.`summary/final_train_loss`", "metrics.`summary/final_test_loss`",
                                         "metrics.`summary/final_test_accuracy`"]
     assert state["runsExpanded"] == {"p": True}
     assert [s["name"] for s in state["compareRunSections"]] == ["curves", "learned", "summary"]
-    assert state["compareRunCharts"] == []  # MLflow fills it from the runs, into these sections
+    # One-value metrics as bars in their own section; the curves are left to MLflow to add.
+    section = {s["uuid"]: s["name"] for s in state["compareRunSections"]}
+    bars = {c["metricKey"]: section[c["metricSectionId"]] for c in state["compareRunCharts"]}
+    assert bars == {"learned/weight": "learned", "summary/final_test_accuracy": "summary",
+                    "summary/final_test_loss": "summary", "summary/final_train_loss": "summary"}
+    assert {c["type"] for c in state["compareRunCharts"]} == {"BAR"}
 
 
 def test_a_param_only_some_runs_have_varies_and_constants_do_not():

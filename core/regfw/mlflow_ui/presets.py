@@ -11,8 +11,9 @@ MLflow keeps each page's view in the browser's localStorage (read off its built 
 Left empty, MLflow ticks no param and no metric, and draws every one-point metric as its own
 single-dot chart beside empty "Model metrics"/"System metrics" sections. The presets here tick the
 params that vary across an experiment's runs and its main metrics, list only the chart sections
-that have metrics, and collapse a run's sections whose metrics hold one point each. MLflow then
-adds the charts itself (an empty chart list is filled from the runs' metrics, into these sections).
+that have metrics, draw an experiment's one-value metrics as bar charts, and collapse a run's
+sections whose metrics hold one point each. MLflow adds the other charts itself (a chart list
+is completed from the runs' metrics, into these sections).
 """
 
 from __future__ import annotations
@@ -69,16 +70,28 @@ def sections(names: list[str], collapsed: set[str] = frozenset()) -> list[dict]:
              "deleted": False} for n in order]
 
 
-def experiment_state(runs: list[dict]) -> dict:
+def experiment_state(runs: list[dict], one_point: set[str] = frozenset()) -> dict:
     """An experiment page's first view: the varying params and main metrics ticked, each sweep's
-    parent expanded into its points, chart sections only for the metrics its runs have."""
+    parent expanded into its points, chart sections only for the metrics its runs have, and a
+    bar chart (runs side by side) for each metric in ``one_point``.
+
+    MLflow draws a metric whose value sits at step 1 or later as a line, so a one-value metric
+    logged at the last epoch becomes one dot per run at x = epochs; its own bar chart is what a
+    value per run needs. The curves are left to MLflow, which adds a line chart for every metric
+    the list lacks, in name order, so ``curves/`` comes first."""
     metric_keys = {k for r in runs for k in r["metrics"]}
     columns = [f"params.`{k}`" for k in varying_params(runs)]
     columns += [f"metrics.`{k}`" for k in main_metrics(metric_keys)]
     parents = {r["id"]: True for r in runs if r["tags"].get(SWEEP_ROLE[0]) == SWEEP_ROLE[1]}
-    return {"selectedColumns": columns, "runsExpanded": parents, "compareRunCharts": [],
-            "compareRunSections": sections([section_name(k) for k in metric_keys]),
-            "isAccordionReordered": False}
+    shown = sections([section_name(k) for k in metric_keys])
+    section_id = {s["name"]: s["uuid"] for s in shown}
+    bars = [{"type": "BAR", "uuid": str(uuid.uuid4()), "runsCountToCompare": 20,
+             "metricSectionId": section_id[section_name(k)], "deleted": False,
+             "isGenerated": False,  # a generated bar is turned back into a line by MLflow
+             "metricKey": k, "displayName": k.rpartition("/")[2]}
+            for k in sorted(metric_keys & set(one_point))]
+    return {"selectedColumns": columns, "runsExpanded": parents, "compareRunCharts": bars,
+            "compareRunSections": shown, "isAccordionReordered": False}
 
 
 def run_state(metric_points: dict[str, int]) -> dict:
@@ -101,8 +114,14 @@ def _as_dict(run) -> dict:
 def experiment_preset(store, experiment_id: str) -> dict:
     from mlflow.entities import ViewType
 
-    runs = store.search_runs([experiment_id], "", ViewType.ACTIVE_ONLY, max_results=MAX_RUNS)
-    state = experiment_state([_as_dict(r) for r in runs])
+    runs = [_as_dict(r) for r in store.search_runs([experiment_id], "", ViewType.ACTIVE_ONLY, max_results=MAX_RUNS)]
+    one_point = set()
+    for key in {k for r in runs for k in r["metrics"]}:
+        # Two points tell a curve from a single value; one run that has the metric decides.
+        holder = next(r["id"] for r in runs if key in r["metrics"])
+        if len(store.get_metric_history(holder, key, max_results=2)) <= 1:
+            one_point.add(key)
+    state = experiment_state(runs, one_point)
     # The one field regfw keeps current while the user has not changed it (see page.py).
     return {"key": experiment_key(experiment_id), "value": state, "managed": "selectedColumns"}
 
