@@ -340,7 +340,7 @@ def test_runs_carry_their_plots_parameters_and_landscapes(store, tmp_path):
     """One store for three runs (creating an MLflow database costs seconds)."""
     client, run_, folder = _artifacts(store, "manual-gd", tmp_path)
     names = {p.name for p in folder.iterdir()}
-    assert {"mse_grid_w.png", "mse_surface_wb.png", "loss_curve.svg", "fit.svg", "learned_parameters.json"} <= names
+    assert {"mse_grid_w.svg", "mse_surface_wb.svg", "loss_curve.svg", "fit.svg", "learned_parameters.json"} <= names
     grid = json.loads((folder / "mse_grid_w.json").read_text())
     assert len(grid["w"]) == 41 and grid["w"][0] == 0 and grid["w"][-1] == 4 and grid["best_w"] == 2
     surface = json.loads((folder / "mse_surface_wb.json").read_text())
