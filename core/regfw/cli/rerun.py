@@ -73,6 +73,9 @@ def rerun(run_id, verify, tolerance, sets, tracking_uri, experiment_name, jobs, 
             raise RegfwError("--jobs and --vectorize are for --backend local: on Ray the free CPUs set how many "
                              "points run at once")
         found = load_sweep(plugins.registry, recorded, pairs)
+        from regfw.sizing import check_sweep_fits
+
+        check_sweep_fits(found.grid.points, plugins.registry)  # as `regfw sweep`: before the parent run
         sys.exit(rerun_sweep(found, verify=verify, tolerance=tolerance, experiment_name=experiment_name, jobs=jobs,
                              vectorize=vectorize, backend=backend, ray_address=ray_address, quiet=quiet))
     if jobs > 1 or vectorize or backend != "local" or ray_address:
@@ -80,6 +83,9 @@ def rerun(run_id, verify, tolerance, sets, tracking_uri, experiment_name, jobs, 
                          "one run")
     config = recorded.config(plugins.registry, pairs)
     check_data_files(recorded, config)
+    from regfw.sizing import check_model_fits
+
+    check_model_fits(config, plugins.registry)  # as `regfw run`: a size this device cannot hold is one line now
     sys.exit(rerun_one(recorded, config, plugins, verify=verify, tolerance=tolerance, experiment_name=experiment_name,
                        quiet=quiet))
 
