@@ -562,3 +562,17 @@ def test_sweep_options_on_a_single_run_are_one_line_and_no_run(invoke, store):
         assert result.exit_code == 1 and result.stderr.count("\n") == 1, extra
         assert "go with a sweep's parent run; this run is one run" in result.stderr
     assert len(runs_of(store)[1]) == 1
+
+
+def test_a_diverged_run_that_diverges_the_same_way_again_reproduces(invoke, store):
+    args = ["--lr", "1e-3", "--epochs", "200", "--log-every", "1", "--device", "cpu", "--tracking-uri", store, "-q"]
+    assert invoke("run", "quadratic-param", *args).exit_code == 3  # diverged: FAILED
+    original = only_run_id(store, "quadratic-param")
+    result = invoke("rerun", original, "--verify", "--tracking-uri", store)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert verdict_line(result.stdout).startswith("identical: ")
+    assert "the original failed the same way: reproduced (diverged at epoch " in result.stdout
+    # another learning rate diverges too, elsewhere: the rerun's own failure (3) is the exit code, and it differs
+    result = invoke("rerun", original, "--verify", "--set", "optimizer.lr=0.0011", "--tracking-uri", store)
+    assert result.exit_code == 3 and verdict_line(result.stdout).startswith("differs: ")
+    assert "failed the same way" not in result.stdout

@@ -151,6 +151,9 @@ def rerun_one(recorded, config, plugins, *, verify, tolerance, experiment_name, 
         click.echo(f"the original was resumed from its checkpoint at epoch {recorded.tags[T.RESUMED_FROM]}; this rerun "
                    f"trained straight through: compared over the whole history")
     verdict = verify_and_tag(recorded, outcome.run_id, rel or 0.0, found.get("env"))
+    if verdict.identical and outcome.status == recorded.status == "FAILED":
+        click.echo(f"the original failed the same way: reproduced ({recorded.tags.get(T.FAILURE, 'FAILED')})")
+        return 0  # what --verify asks is answered: a diverged run diverges again, at the same epoch
     return outcome.exit_code or (0 if verdict.identical else DIFFERS_EXIT)
 
 
