@@ -83,6 +83,10 @@ def run(ctx, **kwargs):
     if kwargs["checkpoint_every"] and kwargs["no_track"]:
         raise RegfwError("--checkpoint-every stores checkpoints in the MLflow run; it cannot be used with --no-track")
     epochs = config.train["epochs"]
+    every = kwargs["checkpoint_every"]
+    if every and every > epochs:  # the first checkpoint would come after the last epoch: none at all
+        raise RegfwError(f"--checkpoint-every {every} is more than the {epochs} epochs of this run: it would save "
+                         f"no checkpoint; give at most {epochs}")
     if snapshots and snapshots > epochs + 1:  # the states are epochs 0..E: more would repeat them
         raise RegfwError(f"--snapshots {snapshots} is more than the {epochs + 1} parameter states a {epochs}-epoch "
                          f"run has (epoch 0 to {epochs}); give at most {epochs + 1}")
