@@ -393,3 +393,12 @@ def test_a_checkpoint_interval_past_the_last_epoch_is_refused_before_any_run(inv
     line = refused(invoke("run", "linear", "--epochs", 5, "--checkpoint-every", 10**30, "--tracking-uri", store))
     assert f"--checkpoint-every {10**30} is more than the 5 epochs" in line
     assert runs_in(store) == []
+
+
+@pytest.mark.parametrize("option", ["--cpus-per-point", "--gpus-per-point"])
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400"])
+def test_a_ray_resource_that_is_no_finite_number_is_refused_before_ray_starts(invoke, store, option, value):
+    line = refused(invoke("sweep", "linear", "--epochs", 2, "--backend", "ray", option, value, "-q",
+                          "--tracking-uri", store))
+    assert f"{option} must be a finite number of CPUs or GPUs" in line, line
+    assert runs_in(store) == []

@@ -213,6 +213,12 @@ def _ray_options(kwargs: dict, quiet: bool):
                          "points run at once")
     if kwargs["vectorize"]:
         raise RegfwError("--vectorize does not combine with --backend ray yet: use one or the other")
+    import math
+
+    for name in ("cpus_per_point", "gpus_per_point"):  # click's FloatRange lets nan and inf through
+        if not math.isfinite(kwargs[name]):
+            raise RegfwError(f"--{name.replace('_', '-')} must be a finite number of CPUs or GPUs, got {kwargs[name]} "
+                             "(before Ray is started)")
     from regfw.sweep.ray_backend import RayOptions, load_runtime_env
 
     env = load_runtime_env(kwargs["ray_runtime_env"]) if kwargs["ray_runtime_env"] else None
