@@ -92,11 +92,11 @@ def run(ctx, **kwargs):
                          f"run has (epoch 0 to {epochs}); give at most {epochs + 1}")
     if (snapshots or landscape) and kwargs["no_track"]:
         raise RegfwError("--snapshots and --landscape are stored in the MLflow run; they cannot be used with --no-track")
-    from regfw.sizing import check_model_fits
+    from regfw.sizing import check_before_building
 
     warn_beyond_cores([config])
 
-    check_model_fits(config, plugins.registry)  # on the meta device: a size no memory holds is refused now
+    check_before_building(config, plugins.registry)  # on the meta device: a size no memory holds is refused now
     from regfw.cli.progress import Reporter
     from regfw.naming import default_run_name
     from regfw.runner import execute
