@@ -84,7 +84,8 @@ def activation_bytes(model, data, batch_size) -> tuple[int, int] | None:
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     handles = [m.register_forward_hook(count) for m in leaves]
     try:
-        model(torch.empty((batch, *data.x_train.shape[1:]), dtype=data.x_train.dtype, device="meta"))
+        with torch.no_grad():  # the outputs' sizes are the same, and no graph is built for nothing
+            model(torch.empty((batch, *data.x_train.shape[1:]), dtype=data.x_train.dtype, device="meta"))
     except Exception:  # noqa: BLE001 - meta-only trouble, or a real one the run itself reports
         return None
     finally:
