@@ -100,6 +100,42 @@ def test_ui_serves_the_store_and_sigterm_leaves_nothing_behind(invoke, store):
     assert not _group_alive(store) and not _listening(port)
 
 
+def _pids_serving(store: str) -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()
+            and _serves(entry, store)]
+
+
+def _serves(entry: Path, store: str) -> bool:
+    try:
+        cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return store in cmdline and ("mlflow" in cmdline or "uvicorn" in cmdline)
+
+
+@pytest.mark.slow
+def test_regfw_ui_killed_with_sigkill_takes_its_server_with_it(invoke, store):
+    """SIGKILL leaves regfw no chance to stop the server: the server watches regfw's pid."""
+    assert invoke("run", "linear", "--epochs", 2, "--tracking-uri", store, "-q").exit_code == 0
+    port = _free_port()
+    proc, _ = _start(store, port)
+    server = _pids_serving(store)
+    try:
+        assert server and _listening(port)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while (_group_alive(store) or _listening(port)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _group_alive(store) and not _listening(port)
+    finally:
+        for pid in server:  # only if the assertion above failed: leave nothing serving
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 # -- what a user sees in a browser ---------------------------------------------------------------
 def _browser():
     chromium = shutil.which("chromium")
@@ -129,9 +165,7 @@ def test_the_ui_in_a_browser_shows_runs_curves_first_and_distinct_names(invoke, 
             # The printed address opens the runs table: no GenAI overview, no click needed.
             page.goto(links["linear"])
             page.get_by_text("matching runs").wait_for()
-            _close_assistant(page)
-            expand = page.locator("button[data-component-id$='runnamecellrenderer.tsx_46']")
-            expand.first.click()
+            # regfw's app opens the sweep's parent expanded into its points: no click.
             page.get_by_text("lr=0.1 seed=1").wait_for()
             names = page.locator("a[href*='/runs/'] span").all_inner_texts()
             points = [n for n in names if "seed=" in n and "sweep" not in n]

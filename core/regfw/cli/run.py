@@ -13,20 +13,21 @@ from regfw.interrupts import Interrupted, sigterm_as_interrupt
 
 
 def print_summary(outcome, config, tracker) -> None:
+    from regfw.figures import figure
+
     status = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "was interrupted"}[outcome.status]
     click.echo(f"{config.experiment} {status} after {outcome.history.epochs_done} epochs "
                f"in {outcome.seconds:.2f} s on {outcome.device}")
     for key, value in outcome.summary.items():
         if key.startswith("final_") or key in ("optimum_loss", "excess_loss"):
-            click.echo(f"  {key:<22} {value:.6g}")
+            click.echo(f"  {key:<22} {figure(value)}")
     if outcome.learned:
-        click.echo("  learned: " + "  ".join(f"{k}={v:.6g}" for k, v in outcome.learned.items()))
+        click.echo("  learned: " + "  ".join(f"{k}={figure(v)}" for k, v in outcome.learned.items()))
     if outcome.run_id:
-        click.echo(f"  run {outcome.run_id} in {tracker.uri}")
-        from regfw.store import default_tracking_uri
+        from regfw.cli.ui_link import where_to_look
 
-        where = "" if tracker.uri == default_tracking_uri() else f" --tracking-uri {tracker.uri}"
-        click.echo(f"  open it with: regfw ui{where}")
+        click.echo(f"  run {outcome.run_id} in {tracker.uri}")
+        click.echo(f"  {where_to_look(tracker.uri, tracker.experiment_id, outcome.run_id)}")
 
 
 @click.command()

@@ -20,7 +20,9 @@ SET_HELP = ("Override a value; several values make a sweep axis: optimizer.lr=0.
 def print_point(result, point, total: int) -> None:
     """One line per finished point: index, status, run name, final loss (named: test or train), time, reason."""
     key = next((k for k in ("final_test_loss", "final_train_loss") if result.summary.get(k) is not None), None)
-    shown = f"  {key} {result.summary[key]:.6g}" if key is not None else ""
+    from regfw.figures import figure
+
+    shown = f"  {key} {figure(result.summary[key])}" if key is not None else ""
     width = len(str(total))
     line = f"[{result.index + 1:>{width}}/{total}] {result.status:<8} {point.run_name}{shown}  ({result.seconds:.1f} s)"
     if result.error:
@@ -173,6 +175,9 @@ def sweep(**kwargs):
         if grid.axes and any(a.key == "seed" for a in grid.axes) and len(grid.axes) > 1:
             group = " ".join(f"--group-by {a.key}" for a in grid.axes if a.key != "seed")
             click.echo(f"  over seeds: regfw runs {name} --sweep {outcome.sweep_id} {group}{where}")
+        from regfw.cli.ui_link import where_to_look
+
+        click.echo(f"  {where_to_look(uri, outcome.experiment_id, outcome.parent_run_id)}")
     if outcome.failed and outcome.status != "KILLED":
         click.echo(f"regfw: error: {outcome.failed} of {total} sweep points failed{why_failed(outcome.results)}", err=True)
     elif outcome.status == "KILLED":

@@ -3,7 +3,9 @@
 MLflow's own ``mlflow server`` starts four uvicorn workers, a job runner and its queue consumers
 (a dozen processes, for GenAI jobs regfw never uses) and, when its parent is stopped, leaves them
 serving. Here it runs with one worker and job execution off, in its own process group, which
-regfw stops as a whole on Ctrl-C, SIGTERM or SIGHUP.
+regfw stops as a whole on Ctrl-C, SIGTERM or SIGHUP; killed outright (SIGKILL), regfw cannot,
+so the server watches regfw's pid and stops itself. It serves regfw's app (``--app-name regfw``,
+regfw/mlflow_ui): MLflow's UI opening in Model-training mode with the runs table preset.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def port_taken(host: str, port: int) -> bool:
 def server_command(uri: str, host: str, port: int) -> tuple[list[str], dict]:
     from regfw.store import sqlite_path
 
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+    command = [sys.executable, "-m", "mlflow", "server", "--app-name", "regfw", "--backend-store-uri", uri,
                "--registry-store-uri", uri, "--host", host, "--port", str(port), "--workers", "1",
                "--uvicorn-opts", "--log-level warning"]
     if host not in LOOPBACK:
@@ -62,6 +64,7 @@ def server_command(uri: str, host: str, port: int) -> tuple[list[str], dict]:
         "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning,ignore::UserWarning",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
         "GIT_PYTHON_REFRESH": "quiet",
+        "REGFW_UI_PARENT_PID": str(os.getpid()),  # the server ends itself when regfw is gone
     })
     return command, env
 
@@ -155,7 +158,9 @@ def ui(tracking_uri, host, port):
         raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    proc = None
+    proc = address = None
+    from regfw import ui_address
+
     try:
         # Its own session: the whole group (server, worker) is stopped by one killpg, and a
         # Ctrl-C in the terminal reaches regfw only, which then stops the group in order.
@@ -164,6 +169,7 @@ def ui(tracking_uri, host, port):
             code = proc.poll()
             raise RegfwError(f"the MLflow server exited (status {code}) before serving; see its output above"
                              if code is not None else f"the MLflow server did not answer on port {port} in time")
+        address = ui_address.announce(uri, host, port)  # `regfw run` and `sweep` then print their run's page
         click.echo(f"MLflow UI at {url}  (store: {uri}; Ctrl-C to stop)")
         for name, link in experiment_links(host, port, base):
             click.echo(f"  {name}: {link}")
@@ -171,6 +177,7 @@ def ui(tracking_uri, host, port):
     except KeyboardInterrupt:
         code = 128 + (stopping[0] if stopping else signal.SIGINT)
     finally:
+        ui_address.withdraw(address)
         if proc is not None:
             stop_group(proc)
         for sig, handler in previous.items():
