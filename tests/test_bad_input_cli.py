@@ -360,3 +360,45 @@ def test_a_store_folder_that_cannot_be_written_is_one_line_at_once(regfw_script,
     assert f"cannot write in the store folder {folder}" in line, line
     assert list(folder.iterdir()) == []
     print(f"unwritable store folder: refused in {seconds:.2f} s (with interpreter start-up)")
+
+
+# -- every path regfw writes: one line before any work -----------------------------------------------
+def test_a_plot_path_that_cannot_be_written_is_one_line_before_the_store_is_asked(invoke, store, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("kept")
+    long_name = tmp_path / ("x" * 300 + ".png")
+    cases = [(a_file / "x.png", f"{a_file} is a file, not a folder"),
+             (tmp_path / "no-folder" / "x.png", "does not exist"),
+             ("/proc/x.png", "/proc is the kernel's"), ("/dev/null", "/dev is the kernel's"),
+             (long_name, "the path is too long for the OS"), (long_name / "x.png", "the path is too long for the OS")]
+    for path, expected in cases:  # was "unexpected OSError: File name too long" for the long name
+        line = refused(invoke("compare", "aaaaaaaa", "bbbbbbbb", "--plot", path, "--tracking-uri", store))
+        assert line.startswith("regfw: error: --plot ") and expected in line, (path, line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "store"] and a_file.read_text() == "kept"
+    assert list((tmp_path / "store").iterdir()) == []  # the store was never opened
+
+
+def test_a_folder_name_the_os_cannot_hold_is_one_line_for_new_plugin_and_landscape_out(invoke, tmp_path):
+    too_long = tmp_path / ("x" * 300)
+    line = refused(invoke("new-plugin", "regfw-zzz", "--dir", too_long))
+    assert "--dir " in line and "the path is too long for the OS" in line, line
+    line = refused(invoke("landscape", "aaaaaaaa", "--out", too_long / "pictures"))
+    assert "--out " in line and "the path is too long for the OS" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_interval_past_the_last_epoch_is_refused_before_any_run(invoke, store):
+    line = refused(invoke("run", "linear", "--epochs", 5, "--checkpoint-every", 6, "--tracking-uri", store))
+    assert "--checkpoint-every 6 is more than the 5 epochs of this run: it would save no checkpoint" in line
+    line = refused(invoke("run", "linear", "--epochs", 5, "--checkpoint-every", 10**30, "--tracking-uri", store))
+    assert f"--checkpoint-every {10**30} is more than the 5 epochs" in line
+    assert runs_in(store) == []
+
+
+@pytest.mark.parametrize("option", ["--cpus-per-point", "--gpus-per-point"])
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400"])
+def test_a_ray_resource_that_is_no_finite_number_is_refused_before_ray_starts(invoke, store, option, value):
+    line = refused(invoke("sweep", "linear", "--epochs", 2, "--backend", "ray", option, value, "-q",
+                          "--tracking-uri", store))
+    assert f"{option} must be a finite number of CPUs or GPUs" in line, line
+    assert runs_in(store) == []

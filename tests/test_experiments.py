@@ -376,6 +376,32 @@ def test_a_truncated_gz_names_the_file_and_leaves_no_copy(tmp_path, data_home, i
     assert sorted(p.name for p in (root / "MNIST" / "raw").iterdir()) == sorted(f"{f}.gz" for f in FILES)
 
 
+def test_an_idx_file_past_any_mnist_size_is_refused_without_reading_it(tmp_path, data_home, invoke):
+    import gzip
+
+    from regfw_mnist.loader import MAX_IDX_BYTES
+
+    root = write_idx(tmp_path / "files")
+    raw = root / "MNIST" / "raw"
+    bomb = raw / "train-images-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb") as out:  # a few hundred KB that inflate past the bound (a "zip bomb")
+        zeros = bytes(1 << 20)
+        for _ in range((MAX_IDX_BYTES >> 20) + 2):
+            out.write(zeros)
+    assert bomb.stat().st_size < MAX_IDX_BYTES // 50
+    line = _error(invoke("run", "mnist", "--no-track", "--set", f"dataset.root={root}"))
+    assert f"{bomb} unpacks to over {MAX_IDX_BYTES >> 20} MiB" in line, line
+    assert sorted(p.name for p in raw.iterdir()) == sorted(f"{f}.gz" for f in FILES)  # no half copy left
+    assert not any(p.is_file() for p in data_home.rglob("*"))
+
+    bomb.unlink()
+    huge = raw / "train-images-idx3-ubyte"
+    with open(huge, "wb") as sparse:  # a 65 MiB file that takes no disk: refused from its size
+        sparse.truncate(MAX_IDX_BYTES + 1)
+    line = _error(invoke("run", "mnist", "--no-track", "--set", f"dataset.root={root}"))
+    assert f"{huge} is {MAX_IDX_BYTES + 1} bytes, more than any MNIST-style IDX file" in line, line
+
+
 def test_a_failed_download_leaves_no_folder_it_made(tmp_path, data_home, invoke, monkeypatch):
     import torchvision.datasets
 

@@ -1,4 +1,5 @@
-"""Reading a file the user named, within bounds: a regular file, a size cap, YAML aliases counted.
+"""Reading a file the user named, within bounds: a regular file, a size cap, YAML aliases counted;
+and checking a file the user names for regfw to write, before anything is computed for it.
 
 Every file regfw reads on a user's word (``--config``, a table's ``dataset.path``,
 ``--ray-runtime-env``) may be the wrong one: a FIFO blocks an ``open`` forever, ``/dev/zero``
@@ -145,3 +146,52 @@ def _count_nodes(root, what: str, max_nodes: int) -> int:
         return total
 
     return size(root)
+
+
+NAME_MAX, PATH_MAX = 255, 4095  # bytes: Linux's limits for one path component and a whole path
+PSEUDO = ("/proc", "/sys", "/dev")
+
+
+def _shown(path: Path) -> str:
+    return str(path)[:120] + ("..." if len(str(path)) > 120 else "")
+
+
+def check_path_length(path: str | Path, option: str) -> Path:
+    """``path``, or one line when the OS cannot hold it (a name over 255 bytes, a path over 4095):
+    every call on it, even ``exists()``, would raise "File name too long"."""
+    path = Path(path).expanduser()
+    encoded = [len(part.encode("utf-8", "surrogateescape")) for part in path.parts]
+    if max(encoded, default=0) > NAME_MAX or len(str(path).encode("utf-8", "surrogateescape")) > PATH_MAX:
+        raise RegfwError(f"{option} {_shown(path)}: the path is too long for the OS (at most {NAME_MAX} bytes a "
+                         f"name, {PATH_MAX} in all)")
+    return path
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """``path`` (given as ``option``, e.g. ``--plot``) is a file regfw can create or replace: a
+    name the OS can hold, in a folder that exists and takes new files, not a folder itself nor on
+    the kernel's filesystems. One line each, before any work that would be lost when the write
+    fails at the end ("unexpected OSError: File name too long")."""
+    import tempfile
+
+    path = check_path_length(path, option)
+    shown = _shown(path)
+    if any(ord(c) < 32 or ord(c) == 127 for c in str(path)):
+        raise RegfwError(f"{option} {str(path)[:120]!r} holds a control character (a newline?)")
+    absolute = path.absolute()
+    kernel = next((p for p in PSEUDO if str(absolute) == p or str(absolute).startswith(p + "/")), None)
+    if kernel is not None:
+        raise RegfwError(f"{option} {shown}: {kernel} is the kernel's, not a place for a file")
+    if path.is_dir():
+        raise RegfwError(f"{option} {shown} is a folder; give a file name")
+    folder = absolute.parent
+    if not folder.exists():
+        raise RegfwError(f"{option} {shown}: folder {folder} does not exist")
+    if not folder.is_dir():
+        raise RegfwError(f"{option} {shown}: {folder} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".regfw-probe-"):
+            pass
+    except OSError as exc:
+        raise RegfwError(f"{option} {shown}: cannot write in {folder}: {exc.strerror or type(exc).__name__}") from None
+    return path

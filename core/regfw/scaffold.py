@@ -287,7 +287,9 @@ def write_plugin(name: str, directory: str | Path = ".") -> Path:
         owner = f" (by {dist.name})" if dist is not None else ""
         raise RegfwError(f"a plugin called '{values['name']}' is already installed{owner}; choose another name")
     check_component_names(values["name"])
-    folder = Path(directory) / values["name"]
+    from regfw.files import check_path_length
+
+    folder = check_path_length(Path(directory) / values["name"], "--dir")  # exists() itself would raise
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise RegfwError(f"{folder} already exists and is not empty")
     files = {

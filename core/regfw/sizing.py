@@ -84,7 +84,8 @@ def activation_bytes(model, data, batch_size) -> tuple[int, int] | None:
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     handles = [m.register_forward_hook(count) for m in leaves]
     try:
-        model(torch.empty((batch, *data.x_train.shape[1:]), dtype=data.x_train.dtype, device="meta"))
+        with torch.no_grad():  # the outputs' sizes are the same, and no graph is built for nothing
+            model(torch.empty((batch, *data.x_train.shape[1:]), dtype=data.x_train.dtype, device="meta"))
     except Exception:  # noqa: BLE001 - meta-only trouble, or a real one the run itself reports
         return None
     finally:
@@ -146,22 +147,13 @@ def sizes(params: dict) -> str:
     return ", ".join(shown) or "none given"
 
 
-def check_sweep_fits(points, registry) -> None:
-    """A sweep's points before any run exists: the first point's model must build for its dataset
-    (a mismatch it shows, every point shows: the sweep would end "N of N points failed"), and no
-    point's model may be bigger than its device. A later point its plugin refuses for its own
-    values still runs and fails alone, with its reason in its run."""
-    seen = set()
-    for position, point in enumerate(points):
-        config = point.config
-        key = (config.model.name, repr(sorted(config.model.params.items())), config.device)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            check_model_fits(config, registry, what=f"sweep point {point.index + 1}: ")
-        except TooBig:
-            raise
-        except RegfwError:
-            if position == 0:
-                raise
+def check_before_building(config, registry) -> None:
+    """:func:`check_model_fits` before the dataset is built (the parameter count needs no data):
+    only a size is refused here; the factory's own refusal waits for the build, which meets the
+    dataset's errors first, as a run always has."""
+    try:
+        check_model_fits(config, registry)
+    except TooBig:
+        raise
+    except RegfwError:
+        pass

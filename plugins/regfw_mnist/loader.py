@@ -15,6 +15,9 @@ from regfw.errors import RegfwError
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DOWNLOAD_TIMEOUT = 30.0  # seconds per connection: no network must not mean a hang
+# The largest of the four (train-images, 60000 images of 28x28) is 47,040,016 bytes: a file past this
+# bound is not one of them, and a small .gz that inflates past it (a "zip bomb") stops there.
+MAX_IDX_BYTES = 64 << 20
 
 
 def data_home() -> Path:
@@ -56,7 +59,13 @@ def _decompress(name: str, source: Path, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, length=1 << 20)
+            written = 0
+            while chunk := src.read(1 << 20):
+                written += len(chunk)
+                if written > MAX_IDX_BYTES:
+                    raise RegfwError(f"dataset '{name}': {source} unpacks to over {MAX_IDX_BYTES >> 20} MiB, more "
+                                     "than any MNIST-style IDX file; it is not one of them: replace it")
+                dst.write(chunk)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a truncated or damaged download
         tmp.unlink(missing_ok=True)  # no half copy left under the data folder
         raise RegfwError(f"dataset '{name}': cannot decompress {source}: {' '.join(str(exc).split())[:120]}; "
@@ -73,6 +82,11 @@ def _writable(folder: Path) -> bool:
 
 def prepare(name: str, found: dict[str, Path], class_name: str) -> Path:
     """A root under which torchvision finds ``<class_name>/raw/<file>`` uncompressed."""
+    for source in found.values():
+        size = source.stat().st_size
+        if source.suffix != ".gz" and size > MAX_IDX_BYTES:  # torchvision would read it whole
+            raise RegfwError(f"dataset '{name}': {source} is {size} bytes, more than any MNIST-style IDX file "
+                             f"({MAX_IDX_BYTES >> 20} MiB at most): it is not one of them")
     places = {path.parent for path in found.values()}
     place = places.pop() if len(places) == 1 else None
     in_layout = place is not None and place.name == "raw" and place.parent.name == class_name

@@ -49,7 +49,9 @@ def prepare_out(out: str | None) -> None:
 
     if out is None:
         return
-    target = Path(out)
+    from regfw.files import check_path_length
+
+    target = check_path_length(out, "--out")  # exists() itself would raise "File name too long"
     if target.exists() and not target.is_dir():
         raise RegfwError(f"--out {out} is a file; give a folder to write the pictures into")
     try:

@@ -84,16 +84,20 @@ def run(ctx, **kwargs):
     if kwargs["checkpoint_every"] and kwargs["no_track"]:
         raise RegfwError("--checkpoint-every stores checkpoints in the MLflow run; it cannot be used with --no-track")
     epochs = config.train["epochs"]
+    every = kwargs["checkpoint_every"]
+    if every and every > epochs:  # the first checkpoint would come after the last epoch: none at all
+        raise RegfwError(f"--checkpoint-every {every} is more than the {epochs} epochs of this run: it would save "
+                         f"no checkpoint; give at most {epochs}")
     if snapshots and snapshots > epochs + 1:  # the states are epochs 0..E: more would repeat them
         raise RegfwError(f"--snapshots {snapshots} is more than the {epochs + 1} parameter states a {epochs}-epoch "
                          f"run has (epoch 0 to {epochs}); give at most {epochs + 1}")
     if (snapshots or landscape) and kwargs["no_track"]:
         raise RegfwError("--snapshots and --landscape are stored in the MLflow run; they cannot be used with --no-track")
-    from regfw.sizing import check_model_fits
+    from regfw.sizing import check_before_building
 
     warn_beyond_cores([config])
 
-    check_model_fits(config, plugins.registry)  # on the meta device: a size no memory holds is refused now
+    check_before_building(config, plugins.registry)  # on the meta device: a size no memory holds is refused now
     from regfw.cli.progress import Reporter
     from regfw.naming import default_run_name
     from regfw.runner import execute

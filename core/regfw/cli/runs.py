@@ -157,6 +157,11 @@ def compare(run_ids, plot_path, all_params, as_json, tracking_uri):
 
     if len(run_ids) < 2:
         raise RegfwError("compare needs at least two run ids (see `regfw runs` for them)")
+    if plot_path:  # before the store is asked: a plot that cannot be written is one line at once
+        from regfw.files import check_output_file, check_path_length
+        from regfw.plots import plot_file
+
+        check_output_file(plot_file(check_path_length(plot_path, "--plot")), "--plot")
     uri = resolve_uri(tracking_uri)
     client = open_client(uri)
     rows = queries.get_runs(client, uri, list(run_ids))

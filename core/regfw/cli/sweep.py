@@ -128,7 +128,6 @@ def sweep(**kwargs):
         return
 
     from regfw.cli.progress import Reporter
-    from regfw.sizing import check_sweep_fits
     from regfw.store import default_tracking_uri, tracking_uri
     from regfw.store import tags as T
     from regfw.sweep import run_sweep
@@ -201,6 +200,34 @@ def why_failed(results) -> str:
             "`regfw runs` shows each)")
 
 
+def check_sweep_fits(points, registry) -> None:
+    """A sweep's points before any run exists: the first point's model must build for its dataset
+    (a mismatch it shows, every point shows: the sweep would end "N of N points failed"), and no
+    point's model may be bigger than its device. A later point its plugin refuses for its own
+    values still runs and fails alone, with its reason in its run."""
+    from regfw.build import build_data, seed_everything
+    from regfw.sizing import TooBig, check_model_fits
+
+    seen = set()
+    for position, point in enumerate(points):
+        config = point.config
+        key = (config.model.name, repr(sorted(config.model.params.items())), config.device)
+        if key in seen:
+            continue
+        seen.add(key)
+        data = None
+        if position == 0:  # built as its run builds it, data first: the same error comes first
+            seed_everything(config.seed)
+            data = build_data(config, registry)
+        try:
+            check_model_fits(config, registry, what=f"sweep point {point.index + 1}: ", data=data)
+        except TooBig:
+            raise
+        except RegfwError:
+            if position == 0:
+                raise
+
+
 RAY_ONLY = {"ray_address": "--ray-address", "cpus_per_point": "--cpus-per-point", "gpus_per_point": "--gpus-per-point",
             "retries": "--retries", "ray_runtime_env": "--ray-runtime-env"}
 
@@ -218,6 +245,12 @@ def _ray_options(kwargs: dict, quiet: bool):
                          "points run at once")
     if kwargs["vectorize"]:
         raise RegfwError("--vectorize does not combine with --backend ray yet: use one or the other")
+    import math
+
+    for name in ("cpus_per_point", "gpus_per_point"):  # click's FloatRange lets nan and inf through
+        if not math.isfinite(kwargs[name]):
+            raise RegfwError(f"--{name.replace('_', '-')} must be a finite number of CPUs or GPUs, got {kwargs[name]} "
+                             "(before Ray is started)")
     from regfw.sweep.ray_backend import RayOptions, load_runtime_env
 
     env = load_runtime_env(kwargs["ray_runtime_env"]) if kwargs["ray_runtime_env"] else None
