@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.regfw-installed
 
-.PHONY: setup run test test-fast bench experiments clean
+.PHONY: setup run test test-fast bench experiments ui-screenshots clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,11 @@ bench: setup
 # docs/tools/experiments.py --help for a subset or a quick check).
 experiments: setup
 	OMP_NUM_THREADS=1 $(BIN)/python docs/tools/experiments.py
+
+# Regenerate docs/ui.md's screenshots from the browser tests and a `regfw tune` study (about five
+# minutes; needs chromium, as the UI tests do).
+ui-screenshots: setup
+	OMP_NUM_THREADS=1 $(BIN)/python docs/tools/ui_screenshots.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info core/*.egg-info
