@@ -13,7 +13,10 @@ Rows:
     log interval), timed from the call to the last metric written, against a hand-written loop
     doing the same work (same data, initial weights, optimizer and batches; per-epoch loss kept in a
     Python list with ``loss.item()``), timed from loop start to loop end;
- 2. tracking overhead: ``quadratic-param`` through regfw's runner, MLflow store against ``--no-track``;
+ 2. tracking overhead: ``quadratic-param`` through regfw's runner, MLflow store against ``--no-track``,
+    in one process (with the CPU of the tracker's own calls and artifacts) and as whole processes
+    (benchmarks/tracking_row.py: CPU and wall, a second ``--no-track`` as the control, and the
+    first run into a new store);
  3. data path: batch fetching alone and a whole epoch, in-memory slicing against DataLoader;
  4. tiny full-batch steps: µs per step, the documents' eager loop against regfw's default path;
  5. start-up wall time of ``regfw --help`` and ``regfw list``;
@@ -22,6 +25,7 @@ Rows:
  9. vectorized sweeps (benchmarks/vectorize_row.py): points/s of ``--vectorize`` against one after another.
 10. loss landscapes (benchmarks/landscape_row.py): a 41x41 grid batched against one Python step per point.
 12. sweeps on Ray (benchmarks/ray_row.py): 16 tiny points, ``--backend ray`` against ``--jobs 2``, Ray's start apart.
+13. searches (benchmarks/tune_row.py): ``regfw tune`` against Optuna over a plain loop and Ray Tune, trials/s and best.
 """
 
 from __future__ import annotations
@@ -303,10 +307,21 @@ def row_tracking(args, store: Store) -> list[Row]:
             raise RuntimeError(f"quadratic-param ended {outcome.status}: {outcome.error}")
         return outcome.summary["train_seconds"]
 
+    sys.path.insert(0, str(HERE))
+    from tracking_row import TimedTracker, new_spent, timed_artifacts, whole_processes
+
+    from regfw.store import MlflowTracker
+
     warm = resolve(plugins.registry, "quadratic-param", sets=[("train.epochs", 100)], flags={"device": "cpu"})
     execute(warm, plugins, store.tracker("quadratic-param"), run_name="warm-up")
-    times = alternate(args.pairs, {"--no-track": lambda: run(NullTracker(), "--no-track"),
-                                   "tracking on": lambda: run(store.tracker("quadratic-param"), "tracking on")},
+    spent = []  # per tracked run: CPU seconds in each tracker call, and in writing the artifacts
+
+    def tracked():
+        spent.append(new_spent())
+        with timed_artifacts(spent[-1]):  # execute() opens the tracker: the store's open is counted
+            return run(TimedTracker(MlflowTracker(store.uri, "quadratic-param"), spent[-1]), "tracking on")
+
+    times = alternate(args.pairs, {"--no-track": lambda: run(NullTracker(), "--no-track"), "tracking on": tracked},
                       "quadratic-param")
     row = Row(2, f"quadratic-param, {epochs} epochs: tracking on / --no-track (train_seconds as regfw logs it)",
               "--no-track", times, target={"tracking on": ("<=", 1.05, "ratio")}, extra={"epochs": epochs})
@@ -315,7 +330,13 @@ def row_tracking(args, store: Store) -> list[Row]:
     cpu = Row(2, f"quadratic-param, {epochs} epochs: the same runs' CPU time (user + system, this process), "
                  "artifacts included: steadier than wall time on a shared machine", "--no-track", cpus,
               extra={"epochs": epochs})
-    return [row, wall, cpu]
+    calls = sorted({name for one in spent for name in one})
+    by_call = {name: statistics.median(one[name] for one in spent) for name in calls}
+    own = Row(2, f"quadratic-param, {epochs} epochs: CPU seconds of the tracker's own calls and the run's artifacts "
+                 "in the same tracked runs (absolute)", "tracker + artifacts",
+              {"tracker + artifacts": [sum(one.values()) for one in spent]}, extra={"epochs": epochs, "by_call": by_call},
+              note="median CPU s per call: " + ", ".join(f"{name} {seconds * 1e3:.1f} ms" for name, seconds in by_call.items()))
+    return [row, wall, cpu, own, *whole_processes(args, Path.cwd(), REGFW, Row)]
 
 
 # -- row 3: data path --------------------------------------------------------------------------------
@@ -789,6 +810,9 @@ def write_report(out: Path, rows: list[Row], meta: dict) -> None:
              for s in summaries if "max_param_diff" in s]
     if notes:
         lines += ["", "Same work check (final parameters, regfw against the hand-written loop):", *notes]
+    notes = [f"- row {s['row']}: {s['name']}: {s['note']}" for s in summaries if s.get("note")]
+    if notes:
+        lines += ["", "Notes:", *notes]
     lines += ["", "What is timed: see the docstring of `benchmarks/run.py` and docs/performance.md.", ""]
     (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
 
@@ -838,13 +862,22 @@ def _row_ray(args, tmp: Path) -> list[Row]:
     return row_ray(args, tmp, alternate, Row)
 
 
+def _row_tune(args, tmp: Path) -> list[Row]:
+    """Row 13 (benchmarks/tune_row.py): regfw tune against Optuna + a plain loop and Ray Tune."""
+    sys.path.insert(0, str(HERE))
+    from tune_row import row_tune
+
+    return row_tune(args, tmp, alternate, Row)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small epoch counts and 5 rounds: checks the script")
     parser.add_argument("--pairs", type=int, default=5, help="rounds per comparison (at least 5)")
-    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9,10,11,12", help="which rows to run, e.g. 1,4 (7: GPU rows, "
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9,10,11,12,13", help="which rows to run, e.g. 1,4 (7: GPU rows, "
                         "only where CUDA is available; 8: one epoch on 1 and 2 processes; 9: --vectorize; 10: landscapes; "
-                        "11: a run's fixed cost, whole processes; 12: --backend ray against --jobs 2)")
+                        "11: a run's fixed cost, whole processes; 12: --backend ray against --jobs 2; 13: regfw tune against "
+                        "Optuna + a plain loop and Ray Tune)")
     parser.add_argument("--ray-epochs", type=int, default=20, help="row 12: epochs of each tiny linear point")
     parser.add_argument("--ray-rounds", type=int, default=3, help="row 12: rounds (each starts a local Ray instance)")
     parser.add_argument("--fixed-cost-epochs", type=int, default=200000, help="row 11: quadratic-param epochs")
@@ -855,6 +888,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quadratic-linear-epochs", type=int, default=20000)
     parser.add_argument("--mlp-epochs", type=int, default=100)
     parser.add_argument("--quadratic-param-epochs", type=int, default=500000)
+    parser.add_argument("--tracking-process-epochs", type=int, default=200000,
+                        help="row 2: quadratic-param epochs of the whole processes")
     parser.add_argument("--steps", type=int, default=20000, help="row 4: full-batch steps per measurement")
     parser.add_argument("--lightning-mlp-epochs", type=int, default=20,
                         help="row 6: mlp-regression epochs (Lightning takes minutes for 100)")
@@ -867,6 +902,15 @@ def main(argv=None) -> int:
                         help="row 9: points of the one-after-another and --jobs 2 sweeps (default: the smallest N)")
     parser.add_argument("--vectorize-no-jobs", action="store_true",
                         help="row 9: leave out the --jobs 2 variants (for very long points)")
+    parser.add_argument("--tune-experiments", default="quadratic-linear,mlp-regression", help="row 13: searches")
+    parser.add_argument("--tune-pruners", default="none,median", help="row 13: pruners (none, median)")
+    parser.add_argument("--tune-quadratic-trials", type=int, default=64)
+    parser.add_argument("--tune-quadratic-epochs", type=int, default=5000)
+    parser.add_argument("--tune-mlp-trials", type=int, default=32)
+    parser.add_argument("--tune-mlp-epochs", type=int, default=10)
+    parser.add_argument("--tune-batch", type=int, default=16, help="row 13: --vectorize --batch N (trials per stack)")
+    parser.add_argument("--tune-rounds", type=int, default=3, help="row 13: rounds (each variant a whole search)")
+    parser.add_argument("--tune-no-ray", action="store_true", help="row 13: leave out Ray Tune")
     parser.add_argument("--landscape-grid", type=int, default=41, help="row 10: points per axis")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.json")
     parser.add_argument("--profile", metavar="EXPERIMENT", help="profile regfw training EXPERIMENT with pyinstrument "
@@ -878,7 +922,8 @@ def main(argv=None) -> int:
         args.quadratic_param_epochs, args.steps, args.lightning_mlp_epochs = 20000, 5000, 2
         args.mnist_train = min(args.mnist_train, 6000)
         args.vectorize_quadratic_epochs, args.vectorize_mlp_epochs = 2000, 1
-        args.fixed_cost_epochs = 20000
+        args.fixed_cost_epochs = args.tracking_process_epochs = 20000
+        args.tune_quadratic_trials, args.tune_quadratic_epochs, args.tune_mlp_trials, args.tune_mlp_epochs = 8, 500, 4, 1
     args.pairs = max(args.pairs, 5)
     args.out = args.out.resolve()  # the benchmark works inside a temp folder
     wanted = {int(r) for r in args.rows.split(",") if r.strip()}
@@ -906,7 +951,7 @@ def main(argv=None) -> int:
                  (6, lambda: row_lightning(args, store, tmp)), (7, lambda: row_gpu(args, tmp)),
                  (8, lambda: row_parallel(args, tmp)), (9, lambda: _row_vectorize(args, store)),
                  (10, lambda: _row_landscape(args)), (11, lambda: _row_fixed_cost(args, tmp)),
-                 (12, lambda: _row_ray(args, tmp))]
+                 (12, lambda: _row_ray(args, tmp)), (13, lambda: _row_tune(args, tmp))]
         for number, run in steps:
             if number in wanted:
                 rows.extend(run())

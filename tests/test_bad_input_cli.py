@@ -9,6 +9,8 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pytest
 
@@ -215,6 +217,146 @@ def test_a_store_path_no_database_can_be_at_is_one_line_and_makes_nothing(invoke
     assert list(tmp_path.iterdir()) == []  # no database, no lock file, no artifacts folder
 
 
-def test_an_experiment_name_longer_than_its_artifact_folder_can_be_is_refused_before_any_run(invoke, store):
-    line = refused(invoke("run", "linear", "--epochs", "2", "--tracking-uri", store, "--experiment-name", "é" * 200))
-    assert "experiment name is 400 bytes" in line and runs_in(store) == []
+# -- an experiment name is text, never a path -----------------------------------------------------
+NAMES_THAT_LOOK_LIKE_PATHS = ["../../escape", "../etc", "/abs", "..\\..\\up", "..", ".", "é" * 150, "x/" * 128,
+                              "a/b", "a\\b", "a_b"]  # 150 é are 300 bytes; 128 "x/" are MLflow's 256 characters
+
+
+def test_an_experiment_name_never_puts_artifacts_outside_the_store(invoke, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative location would resolve here
+    folder = tmp_path / "deep" / "store"
+    uri = f"sqlite:///{folder / 'mlflow.db'}"  # one store for every name: a new store costs seconds
+    for name in NAMES_THAT_LOOK_LIKE_PATHS:
+        result = invoke("run", "linear", "--epochs", 2, "-q", "--tracking-uri", uri, "--experiment-name", name)
+        assert result.exit_code == 0, (name, result.stderr)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    homes = set()
+    for name in NAMES_THAT_LOOK_LIKE_PATHS:
+        experiment = client.get_experiment_by_name(name)  # the name itself is kept as given
+        run, = client.search_runs([experiment.experiment_id])
+        artifacts = Path(url2pathname(urlparse(run.info.artifact_uri).path))
+        home = artifacts.parent.parent
+        assert home.parent == folder / "artifacts" and artifacts.parent.name == run.info.run_id, (name, artifacts)
+        assert len(home.name.encode()) <= 255 and not home.name.startswith("."), (name, home)
+        assert {"loss_curve.svg", "fit.svg"} <= {p.name for p in artifacts.iterdir()}, name
+        homes.add(home)
+    assert len(homes) == len(NAMES_THAT_LOOK_LIKE_PATHS)  # no two names share a folder ("a/b", "a\\b", "a_b")
+    assert (folder / "artifacts" / "a_b").is_dir()  # a plain name keeps its readable folder
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(folder in p.parents for p in written), written  # nothing outside the store's folder
+
+
+@pytest.mark.parametrize("name, expected", [("a\0b", "holds a control character"), ("x" * 257, "257 characters"),
+                                            ("  ", "the experiment name is empty")], ids=["nul", "too-long", "blank"])
+def test_an_experiment_name_mlflow_cannot_keep_is_refused_before_any_run(invoke, store, name, expected):
+    line = refused(invoke("run", "linear", "--epochs", "2", "--tracking-uri", store, "--experiment-name", name))
+    assert expected in line and runs_in(store) == []
+
+
+# -- torchrun: what no rank can train is refused before any process starts --------------------------
+@pytest.mark.parametrize("args, expected", [
+    (["manual-gd"], "train.grad=formula computes gradients outside autograd"),
+    (["linear", "--device", "mps"], "data-parallel runs need --device cuda or cpu"),
+    (["linear", "--device", "cuda:1"], "give --device cuda, not cuda:1"),
+], ids=["formula-grad", "mps", "cuda-index"])
+def test_a_config_no_rank_can_train_is_one_line_before_torchrun_starts(regfw_script, tmp_path, args, expected):
+    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    result, seconds = timed_script(regfw_script, "run", *args, "--nproc", 2, "--epochs", 2, "-q", "--tracking-uri", store)
+    line = refused(result)  # once, not once per rank; exit 1, not torchrun's 143 for the rank it stopped
+    assert expected in line, line
+    assert "elastic" not in result.stderr and runs_in(store) == []
+    print(f"{args[0]} --nproc 2: refused in {seconds:.2f} s (with interpreter start-up)")
+
+
+# -- a model that cannot be built for the data, or cannot fit any memory ------------------------------
+@pytest.mark.parametrize("vectorize", [True, False], ids=["vectorized", "one-by-one"])
+def test_a_sweep_whose_model_cannot_be_built_for_the_dataset_is_refused_before_any_run(invoke, store, vectorize):
+    result = invoke("sweep", "linear", "--model", "cnn-lstm-attention", "--set", "optimizer.lr=0.1,0.2", "--epochs", 2,
+                    "-q", "--tracking-uri", store, *(["--vectorize"] if vectorize else []))
+    line = refused(result)  # was "2 of 2 sweep points failed" and a FAILED parent
+    assert "model 'cnn-lstm-attention' needs in_channels and out_features" in line, line
+    assert runs_in(store) == []
+
+
+HUGE = 10**11  # hidden units: terabytes of parameters, past any machine's memory
+MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+# linear's MLP 1 -> H -> 1 has 3H + 1 parameters: with H = MEMORY / 240 they and their gradients take a
+# tenth of the memory, and the layer outputs of one 100-row batch (100 x H floats, twice) over three times it.
+WIDE = MEMORY // 240
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["linear", "--model", "mlp", "--set", f"model.hidden={WIDE}"],
+     [f"model 'mlp' with {3 * WIDE + 1:,} parameters needs at least", "of layer outputs for a batch of 100 rows"]),
+    (["mlp-regression", "--set", f"model.hidden={HUGE}"],
+     [f"model 'mlp' with {502 * HUGE + 1:,} parameters needs at least", "of parameters as float32"]),
+], ids=["layer-outputs", "parameters"])
+def test_a_model_no_memory_can_hold_is_refused_with_its_size_before_any_run(regfw_script, tmp_path, args, expected):
+    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    result, seconds = timed_script(regfw_script, "run", *args, "--epochs", 2, "-q", "--tracking-uri", store)
+    line = refused(result)  # was 68 s growing to 12 GB, then "can't allocate" and a FAILED run
+    assert all(e in line for e in expected) and "of memory the machine has" in line, line
+    assert runs_in(store) == []
+    print(f"{args[0]} {args[-1]}: refused in {seconds:.2f} s (with interpreter start-up)")
+
+
+def test_a_sweep_point_no_memory_can_hold_is_refused_naming_the_point(invoke, store):
+    line = refused(invoke("sweep", "linear", "--model", "mlp", "--set", f"model.hidden=8;{HUGE}", "--epochs", 2,
+                          "-q", "--tracking-uri", store))
+    assert line.startswith(f"regfw: error: sweep point 2: model 'mlp' with {3 * HUGE + 1:,} parameters"), line
+    assert runs_in(store) == []
+
+
+# -- a sweep whose points all fail says why, under -q too ---------------------------------------------
+def test_a_quiet_sweep_whose_every_point_fails_says_why_on_its_error_line(invoke):
+    result = invoke("sweep", "linear", "--set", "optimizer.lr=1e15,1e16", "--epochs", 30, "--log-every", 1, "-q",
+                    "--no-track")  # was only "2 of 2 sweep points failed"
+    assert result.exit_code == 2 and result.stdout == "", result.stdout
+    line = one_stderr_line(result)
+    assert line.startswith("regfw: error: 2 of 2 sweep points failed") and "diverged at epoch " in line, line
+    assert "try a smaller learning rate" in line
+
+
+def one_stderr_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+# -- --threads beyond the machine: a warning with the core count ---------------------------------------
+def test_more_threads_than_cores_is_a_warning_with_the_core_count(invoke):
+    have = len(os.sched_getaffinity(0))
+    warned = f"regfw: warning: --threads {have + 1} is more than the {have} CPU core(s) this process can use"
+    for command in (["run", "linear"], ["sweep", "linear", "--set", "optimizer.lr=0.1,0.2"]):
+        result = invoke(*command, "--threads", have + 1, "--epochs", 2, "-q", "--no-track")
+        assert result.exit_code == 0 and result.stderr.splitlines() == [warned + "; torch's threads will wait for "
+                                                                         f"each other (give --threads {have} at most)"]
+        fits = invoke(*command, "--threads", have, "--epochs", 2, "-q", "--no-track")
+        assert fits.exit_code == 0 and fits.stderr == "", fits.stderr
+
+
+# -- a store folder nobody can write in: refused at once, not after MLflow's minutes of retries ------
+def test_a_store_folder_that_cannot_be_written_is_one_line_at_once(regfw_script, tmp_path):
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() == 0:  # root ignores modes: an immutable folder instead
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
+            pytest.skip("running as root without chattr: cannot make a folder read-only")
+        undo = ["chattr", "-i", str(folder)]
+    else:
+        folder.chmod(0o555)
+        undo = None
+    try:
+        result, seconds = timed_script(regfw_script, "run", "linear", "--epochs", 2, "-q", "--tracking-uri",
+                                       f"sqlite:///{folder / 'mlflow.db'}")  # was 2 min 20 s of MLflow's retries
+    finally:
+        subprocess.run(undo) if undo else folder.chmod(0o755)
+    line = refused(result)
+    assert f"cannot write in the store folder {folder}" in line, line
+    assert list(folder.iterdir()) == []
+    print(f"unwritable store folder: refused in {seconds:.2f} s (with interpreter start-up)")

@@ -144,8 +144,11 @@ def test_a_run_on_an_existing_store_does_not_import_mlflow(tmp_path, store):
     assert first.returncode == 0 and loaded, first.stderr  # it created the store
     second, loaded = regfw_importing("mlflow", command, tmp_path)
     assert second.returncode == 0 and not loaded, second.stderr
+    # The setting: `regfw --no-direct-store` sends every write of the same run through MLflow's client
+    third, loaded = regfw_importing("mlflow", ["--no-direct-store", *command], tmp_path)
+    assert third.returncode == 0 and loaded, third.stderr
     runs = open_client(store).search_runs([open_client(store).get_experiment_by_name("linear").experiment_id])
-    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert [r.info.status for r in runs] == ["FINISHED"] * 3
     assert {r.data.params["train.epochs"] for r in runs} == {"2"}
 
 

@@ -181,6 +181,19 @@ def test_mnist_flat_folder_is_prepared_once_without_download(tmp_path, data_home
     assert sorted(p.name for p in root.iterdir()) == sorted(f"{f}.gz" for f in FILES)  # source untouched
 
 
+def test_mnist_files_replaced_after_they_were_unpacked_are_read_anew(tmp_path, data_home):
+    """torchvision's layout with .gz files: the first read unpacks them beside the .gz; new .gz files
+    written later (other images) are what the next read gives, not the old unpacked copy."""
+    root = write_idx(tmp_path / "files", n_train=30, n_test=10, seed=0)
+    first = build_data("mnist", root=str(root))
+    assert (root / "MNIST" / "raw" / FILES[0]).is_file()  # unpacked in place
+    write_idx(root, n_train=30, n_test=10, seed=1)
+    again = build_data("mnist", root=str(root))
+    reference = build_data("mnist", root=str(write_idx(tmp_path / "fresh", n_train=30, n_test=10, seed=1)))
+    assert not torch.equal(first.x_train, again.x_train)
+    assert torch.equal(again.x_train, reference.x_train) and torch.equal(again.y_test, reference.y_test)
+
+
 def test_fashion_mnist_finds_the_debian_package_folder(tmp_path, data_home, monkeypatch):
     import regfw_mnist
 
@@ -327,7 +340,7 @@ def test_runs_carry_their_plots_parameters_and_landscapes(store, tmp_path):
     """One store for three runs (creating an MLflow database costs seconds)."""
     client, run_, folder = _artifacts(store, "manual-gd", tmp_path)
     names = {p.name for p in folder.iterdir()}
-    assert {"mse_grid_w.png", "mse_surface_wb.png", "loss_curve.svg", "fit.svg", "learned_parameters.json"} <= names
+    assert {"mse_grid_w.svg", "mse_surface_wb.svg", "loss_curve.svg", "fit.svg", "learned_parameters.json"} <= names
     grid = json.loads((folder / "mse_grid_w.json").read_text())
     assert len(grid["w"]) == 41 and grid["w"][0] == 0 and grid["w"][-1] == 4 and grid["best_w"] == 2
     surface = json.loads((folder / "mse_surface_wb.json").read_text())

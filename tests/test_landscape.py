@@ -126,7 +126,7 @@ def test_cli_run_then_landscape_logs_into_the_same_run(invoke, store, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "params landscape" in result.output
     names = {Path(a.path).name for a in client.list_artifacts(run_id, "landscape")}
-    assert names == {"landscape_params.json", "landscape_params.png", "landscape_params_3d.png"}
+    assert names == {"landscape_params.json", "landscape_params.svg", "landscape_params_3d.svg"}
     assert {p.name for p in out.iterdir()} == {n.replace("landscape_", "landscape_manual-gd_") for n in names}
     saved = json.loads((out / "landscape_manual-gd_params.json").read_text())
     assert saved["labels"] == ["w", "b"] and len(saved["values"]) == 11 and len(saved["values"][0]) == 11
@@ -144,7 +144,7 @@ def test_cli_run_then_landscape_logs_into_the_same_run(invoke, store, tmp_path):
     # The same from `regfw run --landscape`, one more run in the store
     result = invoke("run", "manual-gd", "--landscape", "--tracking-uri", store)
     assert result.exit_code == 0, result.stderr
-    assert "params landscape" in result.output and "landscape_params_1d.png" in result.output
+    assert "params landscape" in result.output and "landscape_params_1d.svg" in result.output
 
 
 @pytest.mark.slow
@@ -207,5 +207,40 @@ def test_landscape_over_an_http_tracking_server(invoke, mlflow_server):
     result = invoke("landscape", run.info.run_id, "--directions", "pca", "--tracking-uri", uri)
     assert result.exit_code == 0, result.stderr
     names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "landscape")}
-    assert names == {"landscape_pca_1d.json", "landscape_pca_1d.png"}  # one scalar: a line
+    assert names == {"landscape_pca_1d.json", "landscape_pca_1d.svg"}  # one scalar: a line
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def _pictured():
+    """A landscape whose path ends on the final point (as training's does) and whose loss is
+    lowest in the upper left, where a legend inside the axes used to sit."""
+    from regfw.landscape.compute import Landscape
+
+    axes = [[i / 10 for i in range(-10, 11)], [i / 10 for i in range(-10, 11)]]
+    values = [[(u + 1) ** 2 + (v - 1) ** 2 + 0.1 for u in axes[0]] for v in axes[1]]
+    path = {"epochs": [0, 10, 20], "coords": [[0.8, -0.8], [0.3, -0.2], [0.0, 0.0]], "loss": [4.0, 2.0, 2.1]}
+    return Landscape("pca", ["PC1", "PC2"], axes, values, [0.0, 0.0], 2.1, title="t", path=path,
+                     optimum={"coords": [-1.0, 1.0], "loss": 0.1, "off_plane": 0.0})
+
+
+def test_the_legend_is_beside_the_data_and_the_path_end_shows_over_the_final_star(tmp_path):
+    from regfw.landscape import draw
+
+    for figure in (draw.contour_figure(_pictured()), draw.surface_figure(_pictured())):
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        ax = figure.axes[0]
+        legend = ax.get_legend() or figure.legends[0]
+        assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+        marks = {line.get_label().split(" ")[0]: line for line in ax.get_lines()}
+        end, final = marks["end"], marks["final"]
+        # an open square larger than the star, drawn above it
+        assert end.get_markerfacecolor() == "none" and end.get_markersize() > final.get_markersize()
+        assert end.get_zorder() > final.get_zorder()
+        from regfw.plots import pyplot
+
+        pyplot().close(figure)
+    written = draw.contour(_pictured(), tmp_path / "landscape_pca.svg")
+    text = written.read_text()
+    assert text.startswith("<?xml") and "<svg" in text and "end (epoch 20)" in text  # text kept as text
+    assert draw.contour(_pictured(), tmp_path / "again.svg").read_bytes() == written.read_bytes()  # same bytes

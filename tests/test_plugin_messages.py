@@ -153,7 +153,9 @@ def test_a_sweep_without_tracking_reports_in_the_terminal_only(acme, invoke, tmp
     monkeypatch.chdir(work)  # where the default store (./mlruns) would appear
     command = ["run", "linear", "--sweep"] if how == ["run"] else ["sweep", "linear", *how]
     result = invoke(*command, "--no-track", "--model", "picky", "--set", "model.width=1,2", "--epochs", "2")
-    assert result.exit_code == 1 and result.stderr == "regfw: error: 1 of 2 sweep points failed\n"
+    assert result.exit_code == 1 and result.stderr == ("regfw: error: 1 of 2 sweep points failed: model 'picky' from "
+                                                       "plugin 'acme-msg' failed: ValueError: width 2 is not supported "
+                                                       "by picky\n")
     lines = sorted(l for l in result.stdout.splitlines() if l.startswith("["))  # --jobs: in the order they end
     assert "FINISHED" in lines[0] and "final_train_loss" in lines[0]
     assert "FAILED" in lines[1] and "width 2 is not supported by picky" in lines[1]

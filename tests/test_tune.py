@@ -88,7 +88,11 @@ def test_bad_forms_are_one_line(text, words):
     (["--space", LR, "--sampler", "grid"], "needs a grid"),
     (["--space", LR, "--report-every", "3", "--log-every", "2"], "not a multiple"),
     (["--space", LR, "--batch", "4"], "goes with --vectorize"),
-    (["--space", LR, "--vectorize", "--pruner", "median"], "does not go with --vectorize"),
+    (["--space", LR, "--study", " "], "--study needs a name"),
+    (["--space", LR, "--jobs", "2", "--pruner", "median"], "--pruner needs each trial's values as they come"),
+    (["--space", LR, "--backend", "ray", "--vectorize"], "does not combine with --backend ray"),
+    (["--space", LR, "--ray-address", "auto"], "--ray-address goes with --backend ray"),
+    (["--space", "optimizer.momentum=choice(0.5,-1)"], "must be at least"),
 ])
 def test_bad_input_is_one_line_and_no_run(invoke, tmp_path, args, words):
     store = tmp_path / "store" / "mlflow.db"
@@ -267,6 +271,44 @@ def test_stacked_trials_record_what_serial_trials_record(store, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_pruned_trial_leaves_its_stack_and_stacked_trials_match_trials_run_alone(invoke, store):
+    from regfw.vectorize import bucket_run
+
+    result = invoke("tune", "quadratic-linear", "--space", LR, "--space", MOMENTUM, "--tracking-uri", store,
+                    "--trials", 12, "--vectorize", "--batch", 6, "--pruner", "median", "--epochs", 400,
+                    "--report-every", 20, "--seed", 0, "--study", "p")
+    assert result.exit_code == 0, result.output
+    study = _study(store, "p")
+    second = study.trials[6:]  # the first stack ends with no complete trial to compare with: none is pruned
+    assert [t.state.name for t in study.trials[:6]] == ["COMPLETE"] * 6
+    pruned = [t for t in second if t.state.name == "PRUNED"]
+    complete = [t for t in second if t.state.name == "COMPLETE"]
+    assert pruned and complete, [t.state.name for t in second]
+    at = {t.number: max(t.intermediate_values) for t in pruned}
+    assert all(epoch < 400 for epoch in at.values())
+    # A pruned row left the stack: the second stack trained each pruned trial up to its epoch only.
+    assert bucket_run.LAST_TIMING.row_epochs == sum(at.values()) + 400 * len(complete)
+    _, _, children = _record(store, "p")
+    for trial in pruned:
+        run = children[trial.number]
+        assert run.info.status == "FINISHED" and run.data.tags["regfw.trial_state"] == "pruned"
+        assert int(run.data.tags["regfw.pruned_at_epoch"]) == int(run.data.tags["regfw.epochs_done"]) == at[trial.number]
+        assert sorted(trial.intermediate_values) == list(range(20, at[trial.number] + 1, 20))
+
+    # The same params run alone (enqueue_trial fixes them, no pruner): the same values within 1e-5.
+    kept, stopped = complete[0], pruned[0]
+    study.enqueue_trial(kept.params)
+    study.enqueue_trial(stopped.params)
+    alone = _tune(store, "--trials", 2, "--epochs", 400, "--report-every", 20, "--seed", 0, "--study", "p")
+    assert alone.returncode == 0, alone.stderr
+    again = _study(store, "p").trials[12:]
+    assert [t.params for t in again] == [kept.params, stopped.params]
+    assert again[0].value == pytest.approx(kept.value, rel=1e-5)
+    for epoch, value in stopped.intermediate_values.items():
+        assert again[1].intermediate_values[epoch] == pytest.approx(value, rel=1e-5)
+
+
+@pytest.mark.slow
 def test_stacked_trials_of_another_model_size_stack_apart_or_run_alone(store):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("REGFW_")}
     result = subprocess.run([REGFW, "tune", "mlp-regression", "--space", "optimizer.lr=log(1e-3,1e-1)",
@@ -281,3 +323,72 @@ def test_stacked_trials_of_another_model_size_stack_apart_or_run_alone(store):
         shared = sizes.count(trial.params["model.hidden"]) > 1
         assert ("regfw.bucket" in children[trial.number].data.tags) == shared, (sizes, result.stdout)
         assert (f"alone, trial {trial.number}: no other point shares its model" in result.stdout) == (not shared)
+
+
+def _workers(pid: int) -> list[int]:
+    """The spawned worker processes of process ``pid`` (not multiprocessing's resource tracker)."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text():
+                found.append(int(child))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_jobs_a_dead_worker_fails_its_trial_with_the_reason_and_the_search_goes_on(store):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("REGFW_")}
+    proc = subprocess.Popen([REGFW, "tune", "quadratic-linear", "--space", LR, "--space", MOMENTUM, "--tracking-uri",
+                             store, "--trials", "3", "--jobs", "2", "--epochs", "6000", "--seed", "1", "--study", "j"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env | {"OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # until the first wave's trials train in their workers
+            time.sleep(0.3)
+            try:
+                training = [r for r in _runs(store) if r.data.tags.get("regfw.trial") and r.info.status == "RUNNING"]
+            except Exception:  # noqa: BLE001 - the store is not made yet
+                continue
+            if training:
+                break
+        killed = _workers(proc.pid)
+        assert killed, "no worker process found"
+        os.kill(killed[0], signal.SIGKILL)  # our own test's worker, by pid
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    trials = _study(store, "j").trials
+    assert len(trials) == 3 and "RUNNING" not in [t.state.name for t in trials]
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert failed and all("worker process died" in t.user_attrs["regfw.failure"] for t in failed), out
+    assert trials[2].state.name == "COMPLETE", out  # the next wave trained on
+    runs = _runs(store)
+    assert all(r.info.status != "RUNNING" for r in runs)
+    for trial in failed:  # a run the dead worker had started ends FAILED with the reason
+        run_id = trial.user_attrs.get("regfw.run_id")
+        if run_id:
+            run = next(r for r in runs if r.info.run_id == run_id)
+            assert run.info.status == "FAILED" and "worker process died" in run.data.tags["regfw.failure"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
+def test_trials_run_as_ray_tasks_on_a_local_instance(store):
+    pytest.importorskip("ray")
+    result = _tune(store, "--trials", 2, "--epochs", 30, "--seed", 5, "--study", "r", "--backend", "ray", "--jobs", 2)
+    assert result.returncode == 0, result.stderr
+    assert "Ray: a local Ray instance" in result.stdout and "as Ray tasks" in result.stdout
+    study = _study(store, "r")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
+    _, parent, children = _record(store, "r")
+    assert sorted(children) == [0, 1] and all(r.info.status == "FINISHED" for r in children.values())
+    for trial in study.trials:
+        assert children[trial.number].data.metrics[stored("final_train_loss")] == pytest.approx(trial.value, rel=1e-6)
+    assert parent.info.status == "FINISHED"

@@ -398,3 +398,43 @@ def test_jobs_and_vectorize_share_the_buckets_between_workers(registry, store):
     diverged = [c for c in children if c.info.status == "FAILED"]
     assert all(float(c.data.params["optimizer.lr"]) == 10 for c in diverged)
     assert all("diverged at epoch" in c.data.tags[T.FAILURE] for c in diverged)
+
+
+@pytest.mark.parametrize("case", ["adam", "rmsprop", "mlp-regression"])  # SGD: tests/test_tune.py
+def test_points_that_leave_the_stack_mid_training_leave_the_others_unchanged(registry, case):
+    # What a search's pruner does: after epoch `cut`, the odd rows leave the stack (its parameters,
+    # optimizer state and per-point data are cut to the even rows); those must still equal their
+    # single runs, and the ones that left must hold the values their single run has after `cut` epochs.
+    import torch
+
+    experiment, sets, *_ = CASES[case]
+    configs = [p.config for p in _grid(registry, experiment, sets).points]
+    epochs = configs[0].train["epochs"]
+    cut = max(1, epochs // 4)
+    states = [build_state(c, registry, torch.device("cpu")) for c in configs]
+    stack = stack_states(states)
+    step = stacked([s.optimizer for s in states], [leaf.detach() for leaf in stack.leaves])
+    recorder = StackRecorder([s.history for s in states], [lambda rows: None] * len(states))
+    staying, leaving = list(range(0, len(states), 2)), list(range(1, len(states), 2))
+
+    def leave(epoch):
+        if epoch == cut:
+            recorder.drain()
+            stack.copy_back(leaving)
+            stack.keep(staying)
+            step.keep(staying, [leaf.detach() for leaf in stack.leaves])
+            recorder.leave({i: cut for i in leaving}, stack.positions)
+
+    train_stack(stack, step, recorder, on_epoch_end=leave)
+    stack.copy_back()
+    assert stack.positions == staying and stack.size == len(staying)
+    assert stack.row_epochs == len(states) * cut + len(staying) * (epochs - cut)
+    for i in staying:
+        assert_same_runs(_single(configs[i], registry), states[i])
+    shorter = [s for s in sets if not s.startswith("train.epochs=")] + [f"train.epochs={cut}"]
+    short = [p.config for p in _grid(registry, experiment, shorter).points]
+    for i in leaving:
+        assert max(e for e, _ in states[i].history.curves["train_loss"]) <= cut
+        alone = _single(short[i], registry)
+        for a, b in zip(alone.model.parameters(), states[i].model.parameters()):
+            assert torch.allclose(a.detach(), b.detach(), rtol=RTOL, atol=RTOL * float(a.detach().abs().max()))

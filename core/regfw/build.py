@@ -109,12 +109,18 @@ def build_optimizer(config: Config, registry, parameters):
     return _checked(entry, call_factory(entry, config.optimizer.params, parameters))
 
 
-def build_state(config: Config, registry, device) -> RunState:
-    """Every part of the run, seeded and on ``device``, ready for epoch 1."""
+def build_state(config: Config, registry, device, *, check_size: bool = False) -> RunState:
+    """Every part of the run, seeded and on ``device``, ready for epoch 1. ``check_size``: first
+    refuse a model whose training cannot fit the device's memory (:mod:`regfw.sizing`, on the
+    meta device: nothing allocated), before a minute spent failing to allocate it."""
     import torch
 
     seed_everything(config.seed)
     data = build_data(config, registry)
+    if check_size:
+        from regfw.sizing import check_model_fits
+
+        check_model_fits(config, registry, data=data)
     model = build_model(config, registry)
     loss_fn = build_loss(config, registry)
     try:

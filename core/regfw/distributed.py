@@ -82,13 +82,7 @@ class Parallel:
         from regfw.device import resolve_device
 
         spec = config.device
-        if config.train["grad"] == "formula":
-            raise RegfwError("train.grad=formula computes gradients outside autograd, which DDP cannot all-reduce; "
-                             "run it in one process")
-        if spec.startswith("cuda:"):
-            raise RegfwError(f"under torchrun each process trains on cuda:LOCAL_RANK; give --device cuda, not {spec}")
-        if spec == "mps":
-            raise RegfwError("data-parallel runs need --device cuda or cpu (no process-group backend for mps)")
+        refuse_what_cannot_run_parallel(config)
         if spec in ("cuda", "auto") and torch.cuda.is_available():
             count = torch.cuda.device_count()
             if self.local_rank >= count:
@@ -234,6 +228,32 @@ class Parallel:
             pass
 
 
+def refuse_what_cannot_run_parallel(config) -> None:
+    """The settings no data-parallel run can train with, whatever its rank: one line."""
+    spec = config.device
+    if config.train["grad"] == "formula":
+        raise RegfwError("train.grad=formula computes gradients outside autograd, which DDP cannot all-reduce; "
+                         "run it in one process")
+    if spec.startswith("cuda:"):
+        raise RegfwError(f"under torchrun each process trains on cuda:LOCAL_RANK; give --device cuda, not {spec}")
+    if spec == "mps":
+        raise RegfwError("data-parallel runs need --device cuda or cpu (no process-group backend for mps)")
+
+
+def check_launch(config, nproc: int) -> None:
+    """Before torchrun starts anything: what every rank would refuse alike is refused once, here
+    (each rank printed the same line, and a rank that failed first had torchrun SIGTERM the
+    others, so the command could end 143 for bad input)."""
+    refuse_what_cannot_run_parallel(config)
+    if config.device in ("cuda", "auto"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count and nproc > count:
+            raise RegfwError(f"--nproc {nproc} needs a GPU per process, and this machine has {count} CUDA "
+                             f"device(s); give --nproc {count} at most, or --device cpu")
+
+
 def worker_argv(argv: list[str], option: str = "--nproc") -> list[str]:
     """The command line each process runs: this one without ``--nproc N`` (it would launch again)."""
     out, skip = [], False
@@ -265,6 +285,8 @@ def launch(nproc: int, argv: list[str]) -> tuple[int, str | None]:
         ended = ", ".join(f"process {rank}: {_how(f.exitcode)}" for rank, f in sorted(exc.failures.items()))
         codes = {rank: f.exitcode for rank, f in exc.failures.items()}
         code = codes.get(0, next(iter(codes.values())))
+        if code < 0:  # rank 0 stopped by torchrun after another rank failed: that rank's code says why
+            code = next((c for _, c in sorted(codes.items()) if c > 0), code)
         return (code if code > 0 else 128 - code), ended
     except SignalException as exc:  # Ctrl-C or SIGTERM: torchrun passed it to every rank
         return 128 + int(exc.sigval), None

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from regfw.errors import RegfwError
+from regfw.figures import rounded as float32_value  # noqa: F401 - the name vectorize and results import
 
 MAX_POINTS = 1000  # default metric points per curve
 DRAIN_SECONDS = 0.5
@@ -32,14 +33,6 @@ class Diverged(RegfwError):
 
 def default_log_every(epochs: int) -> int:
     return max(1, math.ceil(epochs / MAX_POINTS))
-
-
-def float32_value(value: float) -> float:
-    """A float32 number as the float it is meant to be: 0.8877 rather than float64's
-    0.8877000212669373 (7 significant digits, what float32 holds). Inf and nan unchanged."""
-    if value == 0 or not math.isfinite(value):
-        return value
-    return float(f"{value:.7g}")
 
 
 @dataclass

@@ -76,7 +76,7 @@ def execute(config: Config, plugins, tracker, *, run_name: str, reporter=None,
     device = parallel.device(config) if parallel is not None else resolve_device(config.device)
     writer = artifacts_writer(registry.get("experiment", config.experiment))
     use_threads(config.train.get("threads"))
-    state = build_state(config, registry, device)
+    state = build_state(config, registry, device, check_size=True)
     if parallel is not None:  # join the other ranks; on ranks other than 0 these write nothing
         tracker, checkpoint_every, reporter = parallel.start(state, tracker, checkpoint_every, reporter)
     if checkpoint_every and not tracker.recording:

@@ -22,9 +22,9 @@ How the hand-written parts map onto regfw and torch:
 
 Experiment-specific artifacts (``register(..., artifacts=write_landscapes)``: regfw calls
 ``write_landscapes(folder, run)`` after the standard plots, ``run`` a :class:`regfw.RunView`):
-- ``mse_grid_w.png`` / ``mse_grid_w.json``: the exhaustive search, MSE of ŷ = x·w on the run's
+- ``mse_grid_w.svg`` / ``mse_grid_w.json``: the exhaustive search, MSE of ŷ = x·w on the run's
   training data for w = 0.0, 0.1, ..., 4.0 (the document's first plot, minimum at w = 2);
-- ``mse_surface_wb.png`` / ``mse_surface_wb.json``: the exercise, MSE of ŷ = x·w + b on y = 3x + 2
+- ``mse_surface_wb.svg`` / ``mse_surface_wb.json``: the exercise, MSE of ŷ = x·w + b on y = 3x + 2
   (x = [1, 2, 3], y = [5, 8, 11]) over w, b in 0.0..4.0 step 0.1, drawn as a 3D surface;
 - ``predictions.json``: the prediction for x = 4 before and after training.
 

@@ -59,13 +59,13 @@ def write_landscapes(folder: Path, run: RunView) -> None:
         final_loss = mse_over_w(xs, ys, final)[0] if final else None
         draw.curve(Landscape("params", ["w"], [GRID], mse, final, final_loss, loss_name="MSE",
                              title=f"MSE of y = x*w over w (minimum at w = {GRID[best]:g})"),
-                   folder / "mse_grid_w.png")
+                   folder / "mse_grid_w.svg")
 
     surface = mse_over_wb(EXERCISE_X, EXERCISE_Y)
     (folder / "mse_surface_wb.json").write_text(json.dumps(
         {"x": EXERCISE_X, "y": EXERCISE_Y, "w": GRID, "b": GRID, "mse[b][w]": surface}), encoding="utf-8")
     draw.surface(Landscape("params", ["w", "b"], [GRID, GRID], surface, None, None, loss_name="MSE",
-                           title="MSE of y = x*w + b on y = 3x + 2"), folder / "mse_surface_wb.png", scale="linear")
+                           title="MSE of y = x*w + b on y = 3x + 2"), folder / "mse_surface_wb.svg", scale="linear")
 
     if isinstance(model, ReportsLearnedParameters):
         params = run.config["model"]["params"]

@@ -26,10 +26,10 @@ def data_home() -> Path:
 
 
 def _one(folder: Path, name: str) -> Path | None:
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
+    plain, packed = folder / name, folder / f"{name}.gz"
+    if packed.is_file() and (not plain.is_file() or packed.stat().st_mtime_ns > plain.stat().st_mtime_ns):
+        return packed  # replaced after it was unpacked here: the unpacked copy is stale, unpack it again
+    return plain if plain.is_file() else None
 
 
 def locate(folder: Path, class_name: str) -> dict[str, Path] | None:

@@ -77,9 +77,19 @@ class RegfwGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+# regfw.store.direct reads these; named here so that `regfw --help` imports nothing of the store.
+DIRECT_STORE_SWITCH = "REGFW_DIRECT_STORE"
+VERBOSE_SWITCH = "REGFW_VERBOSE"
+
+
 @click.group(cls=RegfwGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="regfw")
-def cli():
+@click.option("--direct-store/--no-direct-store", default=None,
+              help="Write runs into an existing SQLite store directly (the default) or through MLflow's own "
+                   "client for every write (--no-direct-store; as REGFW_DIRECT_STORE=0).")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Print regfw's notes on stderr, e.g. when a store is written through MLflow's own client.")
+def cli(direct_store, verbose):
     """Run small PyTorch experiments composed from plugins, and compare them in MLflow.
 
     \b
@@ -89,6 +99,12 @@ def cli():
       regfw run linear            train it and record the run in ./mlruns
       regfw ui                    open the runs in the MLflow UI
     """
+    # Set in the environment, not in a module: a sweep's workers, Ray's and torchrun's processes
+    # inherit it and write their runs the same way.
+    if direct_store is not None:
+        os.environ[DIRECT_STORE_SWITCH] = "1" if direct_store else "0"
+    if verbose:
+        os.environ[VERBOSE_SWITCH] = "1"
 
 
 from regfw.cli import runs as runs_commands  # noqa: E402

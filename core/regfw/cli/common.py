@@ -58,6 +58,32 @@ def resolve_from_options(plugins, kwargs: dict, start=None):
     return resolve(plugins.registry, experiment, config_file=file_values, sets=sets, swaps=swaps, flags=flags)
 
 
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity, which a container or taskset narrows)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def warn_beyond_cores(configs) -> None:
+    """One warning line when ``train.threads`` asks for more threads than there are cores: torch
+    takes the number, and its threads then only wait for each other (a warning, not a refusal:
+    the run is right, just slower, and a core count seen in a container can be lower than what
+    its owner means). Under torchrun only rank 0 says it."""
+    import os
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    asked = max((c.train.get("threads") or 0 for c in configs), default=0)
+    have = cores()
+    if asked > have:
+        click.echo(f"regfw: warning: --threads {asked} is more than the {have} CPU core(s) this process can use; "
+                   f"torch's threads will wait for each other (give --threads {have} at most)", err=True)
+
+
 def from_option(func):
     """--from RUN_ID (run, sweep): start from that run's configuration; EXPERIMENT may then be left out."""
     func = click.option("--from", "from_run", metavar="RUN_ID",

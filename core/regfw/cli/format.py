@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from regfw.figures import figure
+
 
 def fmt(value) -> str:
     if value is None:
@@ -11,7 +13,7 @@ def fmt(value) -> str:
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return str(value)
-        return f"{value:.4g}"
+        return figure(value)  # the digits the store (and MLflow's UI) holds
     return str(value)
 
 

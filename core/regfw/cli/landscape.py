@@ -61,12 +61,14 @@ def prepare_out(out: str | None) -> None:
 
 
 def report(written, uri: str, run_id: str) -> None:
+    from regfw.figures import figure
+
     ls = written.landscape
     shape = "x".join(str(len(a)) for a in ls.axes)
     click.echo(f"{ls.kind} landscape of run {run_id}: {shape} points in {ls.seconds:.2f} s, loss "
-               f"{_range(ls.values)}, final {ls.final_loss:.6g}" + (f"; {ls.note}" if ls.note else ""))
+               f"{_range(ls.values)}, final {figure(ls.final_loss)}" + (f"; {ls.note}" if ls.note else ""))
     if ls.optimum:
-        click.echo(f"  least-squares optimum {ls.optimum['loss']:.6g}")
+        click.echo(f"  least-squares optimum {figure(ls.optimum['loss'])}")
     for i, name in enumerate(written.files):
         click.echo(f"  artifact landscape/{name}" + (f"  (and {written.copies[i]})" if written.copies else ""))
 
@@ -82,7 +84,9 @@ def draw_for_run(plugins, uri: str, run_id: str, *, quiet: bool = False, **optio
 
 def _range(values) -> str:
     flat = [v for row in values for v in (row if isinstance(row, list) else [row])]
-    return f"{min(flat):.4g} .. {max(flat):.4g}"
+    from regfw.figures import figure
+
+    return f"{figure(min(flat))} .. {figure(max(flat))}"
 
 
 @click.command()

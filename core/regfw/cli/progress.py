@@ -11,6 +11,7 @@ import sys
 import time
 
 from regfw.cli.format import fmt_duration
+from regfw.figures import figure
 
 
 def pace(rate: float) -> str:
@@ -77,7 +78,7 @@ class Reporter:
     def update(self, epoch: int, values: dict) -> None:
         if self.mode == "quiet":
             return
-        shown = "  ".join(f"{k} {v:.6g}" for k, v in values.items())
+        shown = "  ".join(f"{k} {figure(v)}" for k, v in values.items())
         if self.mode == "bar":
             self._progress.update(self._task, completed=epoch, values=shown, pace=self._pace(epoch))
         elif epoch >= self.next_line or epoch == self.total:

@@ -43,7 +43,7 @@ def resume(run_id, tracking_uri, checkpoint_every, quiet, nproc):
     parallel = distributed.from_env()  # None unless torchrun started this process
     world = distributed.resume_world(found.tags, run_id, nproc, parallel)  # another number: one-line error
     if world > 1 and parallel is None:  # a data-parallel run continues on as many processes, via torchrun
-        launch_and_exit(world)
+        launch_and_exit(world, config)
     tracker = MlflowTracker(uri, found.experiment_name)
     reporter = Reporter("quiet" if quiet else "auto")
     if not quiet and (parallel is None or parallel.leader):

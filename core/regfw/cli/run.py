@@ -6,26 +6,28 @@ import sys
 
 import click
 
-from regfw.cli.common import from_option, one_line_plugin_errors, override_options, resolve_from_options, starting_point
+from regfw.cli.common import (from_option, one_line_plugin_errors, override_options, resolve_from_options, starting_point,
+                              warn_beyond_cores)
 from regfw.errors import RegfwError
 from regfw.interrupts import Interrupted, sigterm_as_interrupt
 
 
 def print_summary(outcome, config, tracker) -> None:
+    from regfw.figures import figure
+
     status = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "was interrupted"}[outcome.status]
     click.echo(f"{config.experiment} {status} after {outcome.history.epochs_done} epochs "
                f"in {outcome.seconds:.2f} s on {outcome.device}")
     for key, value in outcome.summary.items():
         if key.startswith("final_") or key in ("optimum_loss", "excess_loss"):
-            click.echo(f"  {key:<22} {value:.6g}")
+            click.echo(f"  {key:<22} {figure(value)}")
     if outcome.learned:
-        click.echo("  learned: " + "  ".join(f"{k}={v:.6g}" for k, v in outcome.learned.items()))
+        click.echo("  learned: " + "  ".join(f"{k}={figure(v)}" for k, v in outcome.learned.items()))
     if outcome.run_id:
-        click.echo(f"  run {outcome.run_id} in {tracker.uri}")
-        from regfw.store import default_tracking_uri
+        from regfw.cli.ui_link import where_to_look
 
-        where = "" if tracker.uri == default_tracking_uri() else f" --tracking-uri {tracker.uri}"
-        click.echo(f"  open it with: regfw ui{where}")
+        click.echo(f"  run {outcome.run_id} in {tracker.uri}")
+        click.echo(f"  {where_to_look(tracker.uri, tracker.experiment_id, outcome.run_id)}")
 
 
 @click.command()
@@ -87,6 +89,11 @@ def run(ctx, **kwargs):
                          f"run has (epoch 0 to {epochs}); give at most {epochs + 1}")
     if (snapshots or landscape) and kwargs["no_track"]:
         raise RegfwError("--snapshots and --landscape are stored in the MLflow run; they cannot be used with --no-track")
+    from regfw.sizing import check_model_fits
+
+    warn_beyond_cores([config])
+
+    check_model_fits(config, plugins.registry)  # on the meta device: a size no memory holds is refused now
     from regfw.cli.progress import Reporter
     from regfw.naming import default_run_name
     from regfw.runner import execute
@@ -101,7 +108,7 @@ def run(ctx, **kwargs):
                                 extra_tags={T.STARTED_FROM: start.run_id} if start is not None else None)
     run_name = kwargs["run_name"] or default_run_name(plugins.registry, config)
     if nproc:  # the input is checked above, once; each process runs this command without --nproc
-        launch_and_exit(nproc)
+        launch_and_exit(nproc, config)
     parallel = distributed.from_env()  # None unless torchrun started this process
     reporter = Reporter("quiet" if kwargs["quiet"] else "auto")
     try:
@@ -129,10 +136,13 @@ def run(ctx, **kwargs):
     sys.exit(outcome.exit_code)
 
 
-def launch_and_exit(nproc: int) -> None:
-    """Run this command line, without --nproc, on ``nproc`` processes through torchrun."""
+def launch_and_exit(nproc: int, config=None) -> None:
+    """Run this command line, without --nproc, on ``nproc`` processes through torchrun, once
+    ``config`` is known to be one that every process can train (else one line, nothing started)."""
     from regfw import distributed
 
+    if config is not None:
+        distributed.check_launch(config, nproc)
     code, ended = distributed.launch(nproc, distributed.worker_argv(sys.argv[1:]))
     if ended:  # the processes printed their own errors; this says how each one ended
         click.echo(f"regfw: error: {ended}", err=True)

@@ -7,7 +7,7 @@ import sys
 import click
 
 from regfw.cli.common import (FLAG_KEYS, FLAG_OPTIONS, SWAPS, from_option, layer_start, one_line_plugin_errors,
-                              override_options, starting_point)
+                              override_options, starting_point, warn_beyond_cores)
 from regfw.errors import RegfwError
 
 from regfw.sweep.grid import DEFAULT_MAX_POINTS  # cheap: the grid module imports neither torch nor mlflow
@@ -20,7 +20,9 @@ SET_HELP = ("Override a value; several values make a sweep axis: optimizer.lr=0.
 def print_point(result, point, total: int) -> None:
     """One line per finished point: index, status, run name, final loss (named: test or train), time, reason."""
     key = next((k for k in ("final_test_loss", "final_train_loss") if result.summary.get(k) is not None), None)
-    shown = f"  {key} {result.summary[key]:.6g}" if key is not None else ""
+    from regfw.figures import figure
+
+    shown = f"  {key} {figure(result.summary[key])}" if key is not None else ""
     width = len(str(total))
     line = f"[{result.index + 1:>{width}}/{total}] {result.status:<8} {point.run_name}{shown}  ({result.seconds:.1f} s)"
     if result.error:
@@ -126,11 +128,14 @@ def sweep(**kwargs):
         return
 
     from regfw.cli.progress import Reporter
+    from regfw.sizing import check_sweep_fits
     from regfw.store import default_tracking_uri, tracking_uri
     from regfw.store import tags as T
     from regfw.sweep import run_sweep
 
     ray = _ray_options(kwargs, quiet)
+    check_sweep_fits(grid.points, plugins.registry)  # before the parent run: a mismatch every point would show
+    warn_beyond_cores(p.config for p in grid.points)
     if kwargs["no_track"] and ray is not None:
         raise RegfwError("--no-track goes with --backend local: Ray points hand their results back through the store")
     if kwargs["no_track"] and (kwargs["tracking_uri"] or kwargs["experiment_name"]):
@@ -171,11 +176,29 @@ def sweep(**kwargs):
         if grid.axes and any(a.key == "seed" for a in grid.axes) and len(grid.axes) > 1:
             group = " ".join(f"--group-by {a.key}" for a in grid.axes if a.key != "seed")
             click.echo(f"  over seeds: regfw runs {name} --sweep {outcome.sweep_id} {group}{where}")
+        from regfw.cli.ui_link import where_to_look
+
+        click.echo(f"  {where_to_look(uri, outcome.experiment_id, outcome.parent_run_id)}")
     if outcome.failed and outcome.status != "KILLED":
-        click.echo(f"regfw: error: {outcome.failed} of {total} sweep points failed", err=True)
+        click.echo(f"regfw: error: {outcome.failed} of {total} sweep points failed{why_failed(outcome.results)}", err=True)
     elif outcome.status == "KILLED":
         click.echo("regfw: error: sweep interrupted", err=True)
     sys.exit(outcome.exit_code)
+
+
+def why_failed(results) -> str:
+    """The reason on the sweep's error line: the one line that stays under -q. One reason shared by
+    every failed point is said once; else the first point's, and how many others there are."""
+    failed = [r for r in results if r.status == "FAILED"]
+    reasons = [r.error for r in failed if r.error]
+    if not reasons:
+        return ""
+    if len(set(reasons)) == 1:
+        return f"{'' if len(failed) == 1 else ', all'}: {reasons[0]}"
+    first = next(r for r in failed if r.error)
+    others = sum(r.error != first.error for r in failed)
+    return (f"; point {first.index + 1}: {first.error} ({others} more failed for another reason: "
+            "`regfw runs` shows each)")
 
 
 RAY_ONLY = {"ray_address": "--ray-address", "cpus_per_point": "--cpus-per-point", "gpus_per_point": "--gpus-per-point",

@@ -69,6 +69,14 @@ def default_study(experiment: str, record: dict) -> str:
               help="Ask trials together and train them as one stacked program (docs/tuning.md, 'Stacked trials').")
 @click.option("--batch", type=click.IntRange(min=2), metavar="N",
               help="With --vectorize: at most N trials asked together and stacked (default 8, at most --trials).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Trials trained at once: N worker processes (--backend local), or N Ray tasks in flight "
+                   "(--backend ray, default its CPUs); each wave of N trials is asked together.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: here (--jobs processes); ray: every trial a Ray task (docs/scaling.md).")
+@click.option("--ray-address", metavar="ADDRESS",
+              help="With --backend ray: the cluster (auto, HOST:PORT, ray://HOST:10001; default $RAY_ADDRESS, "
+                   "else a local Ray instance).")
 @click.option("--experiment-name", metavar="NAME", help="MLflow experiment (default: the regfw experiment's name).")
 @click.option("--tracking-uri", metavar="URI", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlruns).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors and the best trial.")
@@ -104,13 +112,15 @@ def tune(**kwargs):
 
         search.storage = default_storage(uri)
     if not quiet:
-        batch = min(search.stack, search.trials or search.stack)
-        how = f"asked {batch} at a time and stacked" if search.stack > 1 else "one after another"
+        batch = min(search.wave, search.trials or search.wave)
+        how = (f"asked {batch} at a time and stacked" if search.stack > 1 else
+               f"asked {batch} at a time, as Ray tasks" if search.ray is not None else
+               f"asked {batch} at a time, in {search.jobs} processes" if search.jobs > 1 else "one after another")
         amount = f"{search.trials} trial{'s' * (search.trials != 1)}" if search.trials else "trials"
         until = f" for {search.timeout:g} s" if search.timeout else ""
         click.echo(f"study {search.study}: {amount}{until} of {search.experiment}, {search.metric} "
                    f"({search.direction}), {search.sampler} sampler, pruner {search.pruner}, {how}")
-    reporter = Reporter("bar") if not quiet and sys.stderr.isatty() and search.stack == 1 else None
+    reporter = Reporter("bar") if not quiet and sys.stderr.isatty() and search.wave == 1 else None
     outcome = run_search(search, plugins.registry, uri, experiment_name, reporter=reporter,
                          on_trial=None if quiet else (lambda tr: print_trial(tr, search)),
                          on_plan=None if quiet else click.echo)
@@ -146,11 +156,20 @@ def _search_from_options(registry, kwargs: dict):
     for name, allowed in (("direction", ("minimize", "maximize")), ("sampler", SAMPLERS), ("pruner", PRUNERS)):
         if kwargs[name] not in allowed:
             raise RegfwError(f"--{name} must be one of {', '.join(allowed)}, got {kwargs[name]!r}")
+    if kwargs["study"] is not None and not kwargs["study"].strip():  # not silently the default study
+        raise RegfwError("--study needs a name (leave it out for the default: the experiment and a digest of the search)")
+    jobs, backend = kwargs.pop("jobs"), kwargs.pop("backend")
+    ray_address = kwargs.pop("ray_address")
+    if ray_address and backend != "ray":
+        raise RegfwError("--ray-address goes with --backend ray")
+    if backend == "ray" and kwargs["vectorize"]:
+        raise RegfwError("--vectorize does not combine with --backend ray yet: use one or the other")
+    if (jobs > 1 or backend == "ray") and kwargs["pruner"] != "none":
+        where = "Ray tasks" if backend == "ray" else "--jobs worker processes"
+        raise RegfwError(f"--pruner needs each trial's values as they come, and {where} hand back a trial's "
+                         "result only when it ends: prune with trials trained in this process (no --jobs)")
     if kwargs["batch"] and not kwargs["vectorize"]:
         raise RegfwError("--batch goes with --vectorize")
-    if kwargs["vectorize"] and kwargs["pruner"] != "none":  # a stack trains every member to the last epoch
-        raise RegfwError("--pruner does not go with --vectorize: a stacked program trains every trial to its last "
-                         "epoch (run without --vectorize to prune)")
     seed = kwargs.pop("seed")  # the search's seed; a run's own seed is --set seed=N or --space seed=...
     config_path = kwargs.pop("config_path")
     config_file = load_config_file(config_path) if config_path else None
@@ -187,7 +206,15 @@ def _search_from_options(registry, kwargs: dict):
     resolve_kwargs = {"config_file": config_file, "swaps": swaps, "flags": flags}
     search = Search(experiment, dims, base, sets, resolve_kwargs, metric, kwargs["direction"], kwargs["sampler"],
                     kwargs["pruner"], seed, trials, kwargs["timeout"], report_every=every,
-                    stack=(kwargs["batch"] or 8) if kwargs["vectorize"] else 1)
+                    stack=(kwargs["batch"] or 8) if kwargs["vectorize"] else 1, jobs=jobs)
+    if backend == "ray":
+        import os
+
+        from regfw.sweep.ray_backend import RayOptions
+
+        search.ray = RayOptions(ray_address, announce=None if kwargs["quiet"] else click.echo)
+        if jobs == 1:
+            search.jobs = os.cpu_count() or 1
     from regfw.tune.study import search_record
 
     search.study = kwargs["study"] or default_study(experiment, search_record(experiment, dims, metric,

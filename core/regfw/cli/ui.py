@@ -158,7 +158,9 @@ def ui(tracking_uri, host, port):
         raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    proc = None
+    proc = address = None
+    from regfw import ui_address
+
     try:
         # Its own session: the whole group (server, worker) is stopped by one killpg, and a
         # Ctrl-C in the terminal reaches regfw only, which then stops the group in order.
@@ -167,6 +169,7 @@ def ui(tracking_uri, host, port):
             code = proc.poll()
             raise RegfwError(f"the MLflow server exited (status {code}) before serving; see its output above"
                              if code is not None else f"the MLflow server did not answer on port {port} in time")
+        address = ui_address.announce(uri, host, port)  # `regfw run` and `sweep` then print their run's page
         click.echo(f"MLflow UI at {url}  (store: {uri}; Ctrl-C to stop)")
         for name, link in experiment_links(host, port, base):
             click.echo(f"  {name}: {link}")
@@ -174,6 +177,7 @@ def ui(tracking_uri, host, port):
     except KeyboardInterrupt:
         code = 128 + (stopping[0] if stopping else signal.SIGINT)
     finally:
+        ui_address.withdraw(address)
         if proc is not None:
             stop_group(proc)
         for sig, handler in previous.items():

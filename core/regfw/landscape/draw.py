@@ -1,10 +1,35 @@
-"""Pictures of a :class:`regfw.landscape.compute.Landscape`: contour map, 3-D surface, 1-D curve."""
+"""Pictures of a :class:`regfw.landscape.compute.Landscape`: contour map, 3-D surface, 1-D curve.
+
+Written as SVG when the path ends in ``.svg`` (what regfw logs, like a run's other charts: sharp
+at any zoom in MLflow's artifact view), else in the format its suffix names. The legend sits
+beside the data, never over it; the path's end is an open square drawn over the final point's
+star, so both show when they coincide (a path ends where training ended).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-DPI = 80  # small PNGs: they are logged with every landscape and kept in the docs
+DPI = 80  # for a raster format only
+LEGEND_FACE = "#440154"  # viridis at its lowest
+
+
+def _save(fig, path: Path) -> Path:
+    """The figure at ``path``, cropped to what is drawn (the legend outside the axes included);
+    an SVG keeps its text as text and is the same bytes for the same picture."""
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "regfw"}):
+        fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Date": None} if str(path).endswith(".svg") else None)
+    return path
+
+
+def _legend_beside(ax) -> None:
+    """The legend below the axes, outside the data (upper left covered the start of the path)."""
+    if ax.get_legend_handles_labels()[0]:
+        # On the colour map's darkest shade, as the marks are seen on the data: the path is white.
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, facecolor=LEGEND_FACE,
+                  edgecolor=LEGEND_FACE, labelcolor="white", framealpha=1)
 
 
 def _levels(values, scale: str = "auto"):
@@ -34,8 +59,9 @@ def _marks(ax, ls, three_d: bool = False, zof=None):
         first, last = ls.path["coords"][0], ls.path["coords"][-1]
         put(first, zof([ls.path["loss"][0]])[0] if zof else None, "o", color="limegreen", ms=8,
             label=f"start (epoch {ls.path['epochs'][0]})")
-        put(last, zof([ls.path["loss"][-1]])[0] if zof else None, "s", color="orange", ms=7,
-            label=f"end (epoch {ls.path['epochs'][-1]})")
+        # An open square bigger than the star, above it: the end and the final point often coincide.
+        put(last, zof([ls.path["loss"][-1]])[0] if zof else None, "s", color="orange", ms=15, mfc="none", mew=2,
+            zorder=5, label=f"end (epoch {ls.path['epochs'][-1]})")
     if ls.final is not None:
         put(ls.final, zof([ls.final_loss])[0] if zof else None, "*", color="red", ms=13,
             label=f"final ({ls.final_loss:.4g})")
@@ -53,7 +79,8 @@ def _limits(ax, ls):
         ax.set_ylim(ls.axes[1][0], ls.axes[1][-1])
 
 
-def contour(ls, path: Path, scale: str = "auto") -> Path:
+def contour_figure(ls, scale: str = "auto"):
+    """The contour map as a matplotlib figure (:func:`contour` writes it)."""
     import numpy as np
     from matplotlib.colors import LogNorm
 
@@ -72,14 +99,12 @@ def contour(ls, path: Path, scale: str = "auto") -> Path:
     _marks(ax, ls)
     _limits(ax, ls)
     ax.set(xlabel=ls.labels[0], ylabel=ls.labels[1], title=ls.title)
-    ax.legend(fontsize=7, loc="best", framealpha=0.7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    _legend_beside(ax)
+    return fig
 
 
-def surface(ls, path: Path, scale: str = "auto") -> Path:
+def surface_figure(ls, scale: str = "auto"):
+    """The 3-D surface as a matplotlib figure (:func:`surface` writes it)."""
     import numpy as np
 
     from regfw.plots import pyplot
@@ -98,19 +123,17 @@ def surface(ls, path: Path, scale: str = "auto") -> Path:
     u, v = np.meshgrid(ls.axes[0], ls.axes[1])
     fig = plt.figure(figsize=(6, 4.8))
     ax = fig.add_subplot(projection="3d")
-    ax.plot_surface(u, v, z, cmap="viridis", alpha=0.85, linewidth=0, rcount=30, ccount=30)  # smaller PNGs
+    ax.plot_surface(u, v, z, cmap="viridis", alpha=0.85, linewidth=0, rcount=30, ccount=30)  # smaller files
     _marks(ax, ls, three_d=True, zof=zof)
     ax.set(xlabel=ls.labels[0], ylabel=ls.labels[1], zlabel=("log10 " if log else "") + ls.loss_name, title=ls.title)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:  # below the whole figure: a 3-D box's axis labels reach beyond the box
+        fig.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=2, frameon=False)
+    return fig
 
 
-def curve(ls, path: Path) -> Path:
-    """The loss along the first direction (the plane's line through the final point)."""
+def curve_figure(ls):
+    """The loss along the first direction (the plane's line through the final point), as a figure."""
     import numpy as np
 
     from regfw.plots import pyplot
@@ -131,8 +154,26 @@ def curve(ls, path: Path) -> Path:
                 label=f"least squares ({ls.optimum['loss']:.4g})")
     ax.set_xlim(ls.axes[0][0], ls.axes[0][-1])
     ax.set(xlabel=ls.labels[0], ylabel=ls.loss_name, title=ls.title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    _legend_beside(ax)
+    return fig
+
+
+def _written(fig, path) -> Path:
+    from regfw.plots import pyplot
+
+    try:
+        return _save(fig, Path(path))
+    finally:
+        pyplot().close(fig)
+
+
+def contour(ls, path: Path, scale: str = "auto") -> Path:
+    return _written(contour_figure(ls, scale), path)
+
+
+def surface(ls, path: Path, scale: str = "auto") -> Path:
+    return _written(surface_figure(ls, scale), path)
+
+
+def curve(ls, path: Path) -> Path:
+    return _written(curve_figure(ls), path)

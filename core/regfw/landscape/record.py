@@ -124,11 +124,11 @@ def landscape_of_run(uri: str, run_id: str, registry, *, directions: str | None 
         files = [f"{stem}.json"]
         (pictures / files[0]).write_text(json.dumps(ls.to_json()), encoding="utf-8")
         if len(ls.axes) == 1:
-            files.append(draw.curve(ls, pictures / f"{stem}.png").name)
+            files.append(draw.curve(ls, pictures / f"{stem}.svg").name)
         else:
-            files.append(draw.contour(ls, pictures / f"{stem}.png").name)
+            files.append(draw.contour(ls, pictures / f"{stem}.svg").name)
             if three_d:
-                files.append(draw.surface(ls, pictures / f"{stem}_3d.png").name)
+                files.append(draw.surface(ls, pictures / f"{stem}_3d.svg").name)
         try:
             client.log_artifacts(run_id, str(pictures), FOLDER)
         except Exception as exc:  # noqa: BLE001

@@ -54,7 +54,38 @@ class Recorded:
         try:
             return resolve(registry, experiment, config_file=self.values, sets=list(sets))
         except RegfwError as exc:
+            for tag, param in DATA_FILES:  # the file moved: say where to point, and what it must be
+                if self.tags.get(tag) and str(exc).startswith(f"dataset.{param}"):
+                    raise RegfwError(f"run {self.run_id}: {exc}; give the file it trained on (sha256 "
+                                     f"{self.tags[tag][:12]}) with --set dataset.{param}=FILE") from None
             raise RegfwError(f"run {self.run_id} cannot be reproduced with this installation: {exc}") from None
+
+
+# A file-backed dataset's own sha256 tag, and the parameter naming the file it was computed on.
+DATA_FILES = (("regfw.data.sha256", "path"), ("regfw.data.test_sha256", "test_path"))
+
+
+def check_data_files(recorded: Recorded, config) -> None:
+    """The files a table run trained on are the same bytes now (at the recorded path, or where
+    ``--set dataset.path=...`` points): another sha256 is one line, before any run exists."""
+    import hashlib
+
+    for tag, param in DATA_FILES:
+        want, path = recorded.tags.get(tag), config.dataset.params.get(param)
+        if not want or not isinstance(path, str):
+            continue
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as exc:
+            raise RegfwError(f"run {recorded.run_id}: cannot read dataset.{param} {path} ({exc.strerror or exc}); "
+                             f"give the file's new place with --set dataset.{param}=FILE") from None
+        if digest.hexdigest() != want:
+            raise RegfwError(f"run {recorded.run_id} trained on a dataset.{param} with sha256 {want[:12]}, "
+                             f"{path} now has {digest.hexdigest()[:12]}: not the same data; point "
+                             f"--set dataset.{param}=FILE at the file it trained on")
 
 
 def load_recorded(uri: str, run_id: str, client=None) -> Recorded:

@@ -75,7 +75,7 @@ def experiment_id(client, uri: str, name: str) -> str:
     """The id of MLflow experiment ``name``, created (with artifacts beside a SQLite store) if needed."""
     from mlflow.exceptions import MlflowException
 
-    check_experiment_name(name, uri)
+    check_experiment_name(name)
     try:
         # One process at a time creates the database and the experiment.
         with store_lock(uri):
@@ -88,7 +88,8 @@ def experiment_id(client, uri: str, name: str) -> str:
                 return found.experiment_id
             path = sqlite_path(uri)
             # Artifacts live beside the database, under mlruns/, one folder per experiment.
-            location = (path.parent / "artifacts" / name).resolve().as_uri() if path is not None else None
+            location = (path.parent / "artifacts" / artifact_folder_name(name)).resolve().as_uri() \
+                if path is not None else None
             try:
                 first = path is not None and _only_default(client)
                 created = client.create_experiment(name, artifact_location=location,
@@ -105,6 +106,29 @@ def experiment_id(client, uri: str, name: str) -> str:
         raise
     except Exception as exc:  # noqa: BLE001
         raise store_error(uri, exc) from None
+
+
+FOLDER_BYTES = 200  # of NAME_MAX's 255: room for the hash that keeps a shortened name's folder its own
+
+
+def artifact_folder_name(name: str) -> str:
+    """The one folder name an experiment's artifacts get beside a SQLite store: its name when that is
+    a plain file name, else a name that cannot be a path (no separator, not ``.`` or ``..``, short
+    enough for the OS) with a hash of the whole name, so two names never share a folder.
+
+    Why: an experiment name is the user's text, and MLflow accepts ``../../x``; joined to a path as
+    it is, it would put a run's artifacts outside the store. Experiments that exist keep the
+    location they were created with (MLflow stores it with the experiment)."""
+    import hashlib
+
+    plain = "/" not in name and "\\" not in name and name not in (".", "..") and \
+        len(name.encode("utf-8", "surrogateescape")) <= FOLDER_BYTES
+    if plain:
+        return name
+    safe = name.replace("/", "_").replace("\\", "_").encode("utf-8", "surrogateescape")[:FOLDER_BYTES]
+    safe = safe.decode("utf-8", "ignore").lstrip(".") or "experiment"  # a cut never leaves half a character
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"{safe}-{digest}"
 
 
 def _only_default(client) -> bool:

@@ -9,7 +9,8 @@ run's record costs about a millisecond and ``regfw run`` imports MLflow only whe
 
 Used only where it is certain to write what MLflow would:
 
-- ``REGFW_DIRECT_STORE`` is not ``0`` (``0``: every write goes through ``MlflowClient``);
+- ``REGFW_DIRECT_STORE`` is not ``0`` (``0``, or ``regfw --no-direct-store``: every write goes
+  through ``MlflowClient``);
 - a SQLite store that exists and whose schema is the one the installed MLflow creates: its
   ``alembic_version`` is the head of the migrations shipped with that MLflow (read from the
   package's files, without importing it), and every table this module writes has the columns it
@@ -113,8 +114,9 @@ _said: set[str] = set()
 
 
 def say_once(text: str) -> None:
-    """A note on stderr, once per process, where the user asked to see them (``REGFW_DEBUG=1``)."""
-    if text in _said or os.environ.get("REGFW_DEBUG") != "1":
+    """A note on stderr, once per process, where the user asked to see them (``regfw -v``, which
+    sets ``REGFW_VERBOSE=1``, or ``REGFW_DEBUG=1``)."""
+    if text in _said or "1" not in (os.environ.get("REGFW_VERBOSE"), os.environ.get("REGFW_DEBUG")):
         return
     import sys
 
@@ -235,7 +237,8 @@ class DirectStore:
             raise
         self.connection.execute("COMMIT")
 
-    def create_run(self, run_name: str, tags: dict[str, str], params: dict[str, str]) -> tuple[str, str]:
+    def create_run(self, run_name: str, tags: dict[str, str], params: dict[str, str],
+                   start_ms: int | None = None) -> tuple[str, str]:
         """A RUNNING run with its tags and params, as ``MlflowClient.create_run`` then
         ``log_batch(params=...)`` make it; returns its id and artifact URI."""
         run_id = uuid.uuid4().hex
@@ -248,7 +251,7 @@ class DirectStore:
             db.execute("INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, "
                        "start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id, deleted_time) "
                        "VALUES (?, ?, 'UNKNOWN', '', '', ?, 'RUNNING', ?, NULL, '', 'active', ?, ?, NULL)",
-                       (run_id, run_name, tags.get(USER_TAG, "unknown"), now_ms(), artifact_uri, int(self.experiment_id)))
+                       (run_id, run_name, tags.get(USER_TAG, "unknown"), start_ms or now_ms(), artifact_uri, int(self.experiment_id)))
             db.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
                            [(k, v, run_id) for k, v in tags.items()])
             db.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)",

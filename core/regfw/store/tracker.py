@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from regfw.errors import RegfwError
+from regfw.figures import rounded
+from regfw.start_times import next_start_ms  # runs one process creates list in the order it made them
 from regfw.store import tags as T
 from regfw.store.keys import stored
 from regfw.store.client import experiment_id, open_client, param_text
@@ -57,7 +59,7 @@ class MlflowTracker:
         from regfw.store.direct import DirectStore
         from regfw.store.uri import check_experiment_name, check_reachable
 
-        check_experiment_name(self.experiment_name, self.uri)
+        check_experiment_name(self.experiment_name)
         check_reachable(self.uri, create=True)
         self.direct = DirectStore.open(self.uri, self.experiment_name)
         if self.direct is None:
@@ -89,7 +91,7 @@ class MlflowTracker:
         try:
             if self.direct is not None and tags.get(RUN_NAME_TAG, run_name) == run_name and \
                     acceptable(texts, tags | {RUN_NAME_TAG: run_name}):
-                self.run_id, self.artifact_uri = self.direct.create_run(run_name, tags, texts)
+                self.run_id, self.artifact_uri = self.direct.create_run(run_name, tags, texts, next_start_ms())
             else:
                 self._start_through_mlflow(run_name, texts, tags)
         except Exception as exc:  # noqa: BLE001
@@ -112,7 +114,7 @@ class MlflowTracker:
         except Exception as exc:  # noqa: BLE001 - MLflow's message, whole, on one line
             raise RegfwError(" ".join(str(getattr(exc, "message", exc)).split())) from None
         client = self.mlflow()
-        run = client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        run = client.create_run(self.experiment_id, run_name=run_name, tags=tags, start_time=next_start_ms())
         self.run_id, self.artifact_uri = run.info.run_id, run.info.artifact_uri
         items = [MlParam(k, v) for k, v in params.items()]
         for i in range(0, len(items), PARAMS_PER_BATCH):
@@ -142,7 +144,7 @@ class MlflowTracker:
         if self.gone is not None:
             return
         now = int(time.time() * 1000)
-        rows = [(stored(k), float(v), int(s), now) for k, v, s in rows]
+        rows = [(stored(k), rounded(v), int(s), now) for k, v, s in rows]  # every metric as regfw shows it
         for key in {row[0] for row in rows} - self._metric_keys:  # a name is checked once, before its first row
             refused = refused_metric_name(key)
             if refused:

@@ -161,24 +161,37 @@ def check_reachable(uri: str, *, create: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RegfwError(f"cannot create the store folder {path.parent}: {exc.strerror}") from None
+    check_writable_folder(path.parent)
+
+
+def check_writable_folder(folder: Path) -> None:
+    """A writer's store folder must take new files (the database, SQLite's journal, the lock,
+    the artifacts): MLflow retries an unwritable one for minutes before "unable to open database
+    file". Tried by making a file there, since permission bits tell root nothing (and nothing of
+    an immutable folder or a read-only mount)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".regfw-probe-"):
+            pass
+    except OSError as exc:
+        raise RegfwError(f"cannot write in the store folder {folder}: {exc.strerror or type(exc).__name__}; "
+                         "give a folder this user can write, or --no-track") from None
 
 
 MAX_EXPERIMENT_NAME = 256  # the width of MLflow's experiments.name column
 
 
-def check_experiment_name(name: str, uri: str | None = None) -> None:
+def check_experiment_name(name: str) -> None:
     """An MLflow experiment name regfw can create: one line, not blank, that fits MLflow's column
-    (a longer one fails inside the store with an error that names neither) and, beside a SQLite
-    store, the artifact folder named after it."""
+    (a longer one fails inside the store with an error that names neither). Any other text is
+    fine: the artifact folder made from it is never a path (``client.artifact_folder_name``)."""
     if not name or not name.strip():
         raise RegfwError("the experiment name is empty")
     if len(name) > MAX_EXPERIMENT_NAME:
         raise RegfwError(f"experiment name is {len(name)} characters; MLflow keeps at most {MAX_EXPERIMENT_NAME}")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise RegfwError(f"experiment name {name!r} holds a control character (a newline?); give one line of text")
-    if uri is not None and sqlite_path(uri) is not None and len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
-        raise RegfwError(f"experiment name is {len(name.encode('utf-8', 'surrogateescape'))} bytes; its artifact "
-                         f"folder beside a SQLite store can take at most {NAME_MAX}")
 
 
 def store_error(uri: str, exc: Exception) -> RegfwError:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from regfw.interrupts import Interrupted, sigterm_as_interrupt
 from regfw.store import tags as T
 from regfw.sweep.grid import AXIS_SEP, Grid, Point
-from regfw.sweep.points import NOT_RUN, PointResult, PointTask, run_in_order
+from regfw.sweep.points import NOT_RUN, PointResult, PointTask
 
 MAX_EXIT = 100  # the sweep's exit code is the number of failed points, at most this
 
@@ -27,6 +27,7 @@ class SweepResult:
     results: list[PointResult]
     not_run: int = 0
     exit_code: int = 0
+    experiment_id: str | None = None  # the MLflow experiment of the parent (None: nothing recorded)
 
     @property
     def failed(self) -> int:
@@ -112,20 +113,9 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
 
     try:
         with sigterm_as_interrupt():
-            if plan is not None:
-                from regfw.vectorize.schedule import run_planned
+            from regfw.training import Ways, train_points  # a grid hands every point at once
 
-                interrupted = run_planned(plan, tasks, record, reporter, on_fallback, jobs=jobs)
-            elif ray is not None:
-                from regfw.sweep.ray_backend import run_ray
-
-                interrupted = run_ray(tasks, record, ray)
-            elif jobs <= 1:
-                interrupted = run_in_order(tasks, record, reporter)
-            else:
-                from regfw.sweep.pool import run_parallel
-
-                interrupted = run_parallel(tasks, jobs, record)
+            interrupted = train_points(tasks, record, Ways(jobs, ray, plan, reporter, on_fallback))
     except (KeyboardInterrupt, Interrupted) as exc:
         interrupted = exc
     finally:
@@ -145,4 +135,4 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
         finally:
             parent.end(status)
     code = getattr(interrupted, "exit_code", 130) if interrupted is not None else min(failed, MAX_EXIT)
-    return SweepResult(sweep_id, parent_id, status, results, not_run, code)
+    return SweepResult(sweep_id, parent_id, status, results, not_run, code, getattr(parent, "experiment_id", None))

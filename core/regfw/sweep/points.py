@@ -83,6 +83,13 @@ def die_with_parent() -> None:
 def run_point(task: PointTask, reporter=None, watch=None) -> PointResult:
     """Run one point with ``runner.execute`` as a child of the sweep's parent run (``watch``:
     see ``runner.execute``; a search's pruning)."""
+    from regfw import start_times
+
+    with start_times.point(task.index):  # --jobs: its run after those of the points before it
+        return _run_point(task, reporter, watch)
+
+
+def _run_point(task: PointTask, reporter, watch) -> PointResult:
     from regfw.plugins import get_plugins
     from regfw.runner import execute
 
@@ -149,11 +156,11 @@ def stop_after(result: PointResult) -> Interrupted | None:
     return None
 
 
-def run_in_order(tasks: list[PointTask], record, reporter=None) -> Interrupted | None:
+def run_in_order(tasks: list[PointTask], record, reporter=None, watches: dict | None = None) -> Interrupted | None:
     """Points one after another in this process, ``record(result)`` for each; the interrupt that
-    stopped them (see :func:`stop_after`), or None."""
+    stopped them (see :func:`stop_after`), or None. ``watches``: a search's, by point index."""
     for task in tasks:
-        result = run_point(task, reporter)
+        result = run_point(task, reporter, watch=(watches or {}).get(task.index))
         record(result)
         stopped = stop_after(result)
         if stopped is not None:

@@ -19,8 +19,13 @@ def run_parallel(tasks: list[PointTask], jobs: int, record) -> BaseException | N
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=WorkerState.install)
+    context = multiprocessing.get_context("spawn")
+    # Plain points create their runs in point order (regfw.start_times); a stacked bucket's
+    # points wait for no one: buckets interleave indices and may be queued behind each other.
+    slots = None if any(hasattr(t, "run_in_worker") for t in tasks) else \
+        context.Array("q", max(t.index for t in tasks) + 1, lock=False)
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context,
+                               initializer=_install, initargs=(slots,))
     # A task may bring its own worker function (a vectorized bucket: one result per point, as a list).
     futures = {pool.submit(getattr(task, "run_in_worker", None) or run_point, task): task for task in tasks}
     record = _each(record)
@@ -42,6 +47,13 @@ def run_parallel(tasks: list[PointTask], jobs: int, record) -> BaseException | N
     except (KeyboardInterrupt, Interrupted) as exc:
         _stop(pool, pending, record)
         return exc
+
+
+def _install(slots) -> None:
+    from regfw import start_times
+
+    WorkerState.install()
+    start_times.share(slots)
 
 
 def _each(record):

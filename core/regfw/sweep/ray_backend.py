@@ -48,6 +48,7 @@ class RayOptions:
     retries: int = 0
     runtime_env: dict | None = None
     announce: Callable[[str], None] | None = None  # one line once the cluster is ready
+    keep: bool = False  # run_ray leaves Ray connected (a search hands it wave after wave)
 
     @property
     def target(self) -> str | None:
@@ -231,7 +232,8 @@ def run_ray(tasks: list[PointTask], record, options: RayOptions) -> BaseExceptio
         _stop(running, record)
         return exc
     finally:
-        ray.shutdown()
+        if not options.keep:
+            ray.shutdown()
 
 
 def _result(ref, task: PointTask, attempt: int, retries: int, stopping: bool = False) -> PointResult | None:

@@ -1,10 +1,11 @@
-"""Training a batch of asked trials: each one a sweep point, run the way sweep points run.
+"""Training a wave of asked trials: each one a sweep point, handed to the execution layer.
 
-One after another (``regfw.sweep.points.run_point``), or, with ``--vectorize``, planned and trained
-as stacked buckets by the vectorized sweep's own code (``regfw.vectorize.plan_buckets`` and
-``regfw.vectorize.schedule.run_planned``): a trial that cannot share a stack (a searched model size,
-say) runs alone the normal way, with the planner's reason shown. Every trial's result is handed to
-``tell`` as soon as it is known, and the interrupt that stopped the batch (or None) is returned.
+:func:`regfw.training.train_points` trains them as sweep points train: one after another, in
+``--jobs`` worker processes, as Ray tasks, or, with ``--vectorize``, as stacked buckets planned by
+the vectorized sweep's planner (``regfw.vectorize.plan_buckets``): a trial that cannot share a
+stack (a searched model size, say) runs alone the normal way, with the planner's reason shown.
+Every trial's result is handed to ``tell`` as soon as it is known, and the interrupt that stopped
+the wave (or None) is returned.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ class TrialResult:
 
 def train_trials(search, registry, trials, uri: str, experiment_name: str, parent_id: str, tell, *,
                  watch=None, reporter=None, on_plan=None):
-    from regfw.sweep.points import run_point, stop_after
+    """Hand a wave of asked trials to the execution layer (:func:`regfw.training.train_points`) the
+    way ``search`` says (here, ``--jobs``, Ray, stacked), telling each trial as its point ends."""
+    from regfw.sweep.points import NOT_RUN
+    from regfw.training import Ways, train_points
 
     tasks = []
     for trial in trials:
@@ -40,34 +44,8 @@ def train_trials(search, registry, trials, uri: str, experiment_name: str, paren
             tell(trial, TrialResult(trial.number, "failed", dict(trial.params), error=error))
         else:
             tasks.append((trial, task))
-    if search.stack > 1 and len(tasks) > 1:
-        return _train_stacked(search, registry, tasks, tell, reporter=reporter, on_plan=on_plan)
-    for trial, task in tasks:
-        point = run_point(task, reporter, watch=watch(trial) if watch is not None else None)
-        tell(trial, trial_result(search, trial, point))
-        stopped = stop_after(point)
-        if stopped is not None:
-            return stopped
-    return None
-
-
-def _train_stacked(search, registry, tasks, tell, *, reporter=None, on_plan=None):
-    """The batch's trials as one vectorized sweep: each bucket one stacked program, each trial its
-    own child run; a trial is told as soon as its bucket (or its lone run) has ended."""
-    from regfw.sweep.grid import Point
-    from regfw.sweep.points import NOT_RUN
-    from regfw.vectorize import plan_buckets
-    from regfw.vectorize.schedule import run_planned
-
-    points = [Point(task.index, dict(trial.params), task.config, task.run_name) for trial, task in tasks]
-    plan = plan_buckets(points, registry, max_bucket=search.stack)
-    if on_plan is not None:
-        sizes = [len(b) for b in plan.buckets]
-        on_plan(f"stacked: {sum(sizes)} of {len(points)} trials in {len(sizes)} program"
-                f"{'s' * (len(sizes) != 1)}" + (f" of {', '.join(map(str, sizes))}" if sizes else ""))
-        for reason, positions in plan.reasons().items():
-            numbers = ",".join(str(points[p].index) for p in positions)
-            on_plan(f"  alone, trial{'s' * (len(positions) != 1)} {numbers}: {reason}")
+    if not tasks:
+        return None
     by_number = {task.index: trial for trial, task in tasks}
 
     def record(point) -> None:
@@ -75,11 +53,34 @@ def _train_stacked(search, registry, tasks, tell, *, reporter=None, on_plan=None
             trial = by_number[point.index]
             tell(trial, trial_result(search, trial, point))
 
+    ways = Ways(jobs=search.jobs, ray=search.ray, reporter=reporter if search.jobs == 1 else None)
+    if search.stack > 1 and len(tasks) > 1:
+        ways.plan, ways.on_fallback = _plan(search, registry, tasks, on_plan)
+    if watch is not None and not ways.where():
+        ways.watches = {task.index: watch(trial) for trial, task in tasks}
+    return train_points([task for _, task in tasks], record, ways)
+
+
+def _plan(search, registry, tasks, on_plan):
+    """The wave's stacked buckets (the vectorized sweep's planner) and the fallback's message."""
+    from regfw.sweep.grid import Point
+    from regfw.vectorize import plan_buckets
+
+    points = [Point(task.index, dict(trial.params), task.config, task.run_name) for trial, task in tasks]
+    plan = plan_buckets(points, registry, max_bucket=search.stack, jobs=search.jobs)
+    if on_plan is not None:
+        sizes = [len(b) for b in plan.buckets]
+        on_plan(f"stacked: {sum(sizes)} of {len(points)} trials in {len(sizes)} program"
+                f"{'s' * (len(sizes) != 1)}" + (f" of {', '.join(map(str, sizes))}" if sizes else ""))
+        for reason, positions in plan.reasons().items():
+            numbers = ",".join(str(points[p].index) for p in positions)
+            on_plan(f"  alone, trial{'s' * (len(positions) != 1)} {numbers}: {reason}")
+
     def fallback(indices, reason) -> None:
         if on_plan is not None:
             on_plan(f"  not stacked after building, trials {','.join(map(str, indices))}: {reason}")
 
-    return run_planned(plan, [task for _, task in tasks], record, reporter, fallback)
+    return plan, fallback
 
 
 def config_for(search: Search, registry, values: dict):

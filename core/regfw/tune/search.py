@@ -39,6 +39,13 @@ class Search:
     storage: str = ""
     report_every: int = 1
     stack: int = 1  # trials asked together and trained as one stacked program (--vectorize)
+    jobs: int = 1  # worker processes (--jobs), or trials in flight at once on Ray
+    ray: object = None  # a regfw.sweep.ray_backend.RayOptions (--backend ray)
+
+    @property
+    def wave(self) -> int:
+        """Trials asked together: a stack per worker (--vectorize), else one trial per worker."""
+        return self.stack * self.jobs
 
 
 @dataclass
@@ -149,6 +156,20 @@ class Parent:
         self.tracker.set_tags({T.STUDY_BEST_RUN: run_id or "", "regfw.study_best_trial": number})
         self.tracker.flush()
 
+    def settle_orphan(self, number: int, reason: str) -> str | None:
+        """The run a dead worker left RUNNING for trial ``number`` ends FAILED with ``reason``; its id."""
+        client = self.tracker.mlflow()
+        try:
+            runs = client.search_runs([str(self.tracker.experiment_id)], max_results=5, filter_string=(
+                f"tags.`{T.PARENT}` = '{self.tracker.run_id}' and tags.`{T.TRIAL}` = '{number}' "
+                "and attributes.status = 'RUNNING'"))
+            for run in runs:
+                client.set_tag(run.info.run_id, T.FAILURE, reason)
+                client.set_terminated(run.info.run_id, "FAILED")
+        except Exception:  # noqa: BLE001 - the store went away: the trial's own record still says why
+            return None
+        return runs[0].info.run_id if runs else None
+
     def tag_child(self, run_id: str, tags: dict) -> None:
         from regfw.store import MlflowTracker
 
@@ -171,10 +192,9 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
     from regfw.tune import study as S
 
     S.quiet_optuna()
-    sampler = S.make_sampler(search.sampler, search.seed, search.dims, batch=search.stack)
+    sampler = S.make_sampler(search.sampler, search.seed, search.dims, batch=search.wave)
     epochs = search.base.train["epochs"]
-    report_points = max(1, epochs // search.report_every)
-    pruner = S.make_pruner(search.pruner, report_points)
+    pruner = S.make_pruner(search.pruner, epochs, search.report_every)
     record = S.search_record(search.experiment, search.dims, search.metric, search.direction)
     study = S.open_study(search.storage, search.study, search.direction,
                          sampler, pruner if pruner is not None else optuna.pruners.NopPruner(), record)
@@ -186,8 +206,19 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
         done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
         limit = min(limit if limit is not None else size, max(0, size - done))
 
-    parent = Parent(uri, experiment_name)
-    parent_id = parent.open(study, search)
+    if search.ray is not None:  # reached and checked before the parent run exists; left at the end
+        from types import SimpleNamespace
+
+        from regfw.sweep.ray_backend import connect
+
+        search.ray.keep = True
+        connect(search.ray, uri, [SimpleNamespace(config=search.base)])
+    try:
+        parent = Parent(uri, experiment_name)
+        parent_id = parent.open(study, search)
+    except BaseException:
+        _leave_ray(search)
+        raise
     result = TuneResult(parent_id, "FINISHED")
     _note_best(study, result)
     pending: dict[int, object] = {}  # asked, not yet told: told FAIL if the search stops
@@ -199,6 +230,8 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
         with held() as late:  # the study and MLflow must agree on how the trial ended
             state = {"complete": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
                      "failed": optuna.trial.TrialState.FAIL}[tr.state]
+            if tr.state == "failed" and not tr.run_id and tr.error:  # its worker died mid-run
+                tr.run_id = parent.settle_orphan(trial.number, tr.error)
             if tr.run_id:
                 trial.set_user_attr("regfw.run_id", tr.run_id)
             if tr.error:
@@ -223,7 +256,7 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
         with sigterm_as_interrupt():
             asked = 0
             while (limit is None or asked < limit) and (deadline is None or time.monotonic() < deadline):
-                batch = search.stack if limit is None else min(search.stack, limit - asked)
+                batch = search.wave if limit is None else min(search.wave, limit - asked)
                 trials = []
                 for _ in range(batch):
                     with held() as late:
@@ -233,7 +266,7 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
                     trials.append(trial)
                 asked += len(trials)
                 watch = None
-                if curve is not None and (pruner is not None or search.stack == 1):
+                if curve is not None:  # stacked too: each member reports its own values as they come
                     watch = lambda trial: Reporting(trial, curve, search.report_every, epochs,  # noqa: E731
                                                     search.metric.startswith("best_"),
                                                     search.direction == "maximize", pruner is not None)
@@ -256,10 +289,20 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
             end_tags = {f"regfw.study_{s}": n for s, n in counts.items()}
             if interrupted is not None:
                 end_tags[T.FAILURE] = "interrupted"
-            parent.end(result.status, end_tags)
+            try:
+                parent.end(result.status, end_tags)
+            finally:
+                _leave_ray(search)
     if interrupted is not None:
         result.exit_code = getattr(interrupted, "exit_code", 130)
     return result
+
+
+def _leave_ray(search: Search) -> None:
+    if search.ray is not None:
+        import ray
+
+        ray.shutdown()
 
 
 def _note_best(study, result: TuneResult) -> bool:

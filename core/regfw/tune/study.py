@@ -75,14 +75,15 @@ def grid_values(dims) -> dict:
     return out
 
 
-def make_pruner(name: str, report_points: int):
-    """The pruner ``--pruner`` names (None for none). The median pruner waits for a few trials
-    and the first report points, so an early, noisy curve does not stop a good trial."""
+def make_pruner(name: str, epochs: int, every: int):
+    """The pruner ``--pruner`` names (None for none), for values reported every ``every`` epochs
+    (the step Optuna is given is the epoch). The median pruner waits for a few trials and a
+    quarter of the report points, so an early, noisy curve does not stop a good trial."""
     import optuna
 
     if name == "none":
         return None
-    warmup = max(0, report_points // 4)
+    warmup = every * (max(1, epochs // every) // 4)  # in epochs, as the steps are
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=warmup)
     if name == "asha":

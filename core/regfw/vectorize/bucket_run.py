@@ -44,6 +44,9 @@ def run_in_worker(bucket: "BucketTask") -> list:
 class BucketTask:
     number: int  # 1, 2, ... within the sweep
     tasks: list  # the points' PointTasks
+    # A search's watches, by point index: ``watch(epoch, history, recorder)`` after every epoch,
+    # raising runner.Pruned to stop that point (it then leaves the stack: see _Pruning).
+    watches: dict | None = None
     run_in_worker = staticmethod(run_in_worker)  # what a --jobs worker calls for this task
 
     @property
@@ -59,6 +62,7 @@ class Timing:
     start_runs: float = 0.0
     train: float = 0.0
     finish: float = 0.0
+    row_epochs: int = 0  # epochs trained summed over the stack's rows (a pruned row stops counting)
 
 
 LAST_TIMING = Timing()
@@ -144,7 +148,7 @@ def run_bucket(bucket: BucketTask, record, on_fallback=None) -> BaseException | 
     if stack is None:
         if on_fallback is not None:
             on_fallback([t.index for t in tasks], step)
-        return run_in_order(tasks, record)
+        return run_in_order(tasks, record, watches=bucket.watches)
     timing.build, clock = time.monotonic() - clock, time.monotonic()
     writer = artifacts_writer(registry.get("experiment", states[0].config.experiment))
     trackers = []
@@ -157,17 +161,35 @@ def run_bucket(bucket: BucketTask, record, on_fallback=None) -> BaseException | 
     timing.start_runs, clock = time.monotonic() - clock, time.monotonic()
     outcomes = [Outcome("FAILED", tr.run_id, s.history, device=str(s.device)) for tr, s in zip(trackers, states)]
     recorder = StackRecorder([s.history for s in states], [tr.log_metrics for tr in trackers])
+
+    def end(i: int) -> None:
+        """Point ``i``'s run ends with its outcome, recorded; ``record`` hears it at once."""
+        outcome, state, tracker = outcomes[i], states[i], trackers[i]
+        outcome.seconds = outcome.seconds or time.monotonic() - trained_from
+        try:
+            finish(outcome, state, tracker, Recorder(state.history, tracker.log_metrics), writer)
+        except Exception as exc:  # noqa: BLE001 - the store went away: this point fails, the rest are written
+            tracker.end_quietly("FAILED")
+            outcome.status, outcome.error = "FAILED", one_line(exc)
+        record(PointResult(tasks[i].index, outcome.status, outcome.run_id, outcome.error, outcome.seconds,
+                           dict(outcome.summary), outcome.exit_code, pruned_at=outcome.pruned_at))
+
+    watches = {i: bucket.watches[t.index] for i, t in enumerate(tasks) if (bucket.watches or {}).get(t.index)}
+    pruning = _Pruning(stack, step, recorder, watches, outcomes, end) if watches else None
     interrupted, error, done = None, None, 0
+    trained_from = clock
     try:
-        done = train_stack(stack, step, recorder)
+        done = train_stack(stack, step, recorder, on_epoch_end=pruning)
     except (KeyboardInterrupt, Interrupted) as exc:
         interrupted = exc
     except Exception as exc:  # noqa: BLE001 - e.g. a plugin model failing mid-training
         error = f"training failed at epoch {max(s.history.epochs_done for s in states) + 1}: {one_line(exc)}"
     seconds = time.monotonic() - clock
     timing.train, clock = seconds, time.monotonic()
+    timing.row_epochs = stack.row_epochs
+    staying = [i for i in range(len(states)) if i not in recorder.left]  # the pruned ones are already ended
     if interrupted is not None:
-        done = min((s.history.epochs_done for i, s in enumerate(states) if i not in recorder.dead), default=done)
+        done = min((states[i].history.epochs_done for i in staying if i not in recorder.dead), default=done)
         recorder.cut(done)
     late = None
     with held() as late_signals:  # every child must end recorded: Ctrl-C waits
@@ -175,9 +197,9 @@ def run_bucket(bucket: BucketTask, record, on_fallback=None) -> BaseException | 
             recorder.drain()
         except Exception:  # noqa: BLE001 - keep going: the statuses must still be written
             pass
-        stack.copy_back()
-        for i, (outcome, state, tracker, task) in enumerate(zip(outcomes, states, trackers, tasks)):
-            outcome.seconds = seconds
+        stack.copy_back([r for r, i in enumerate(stack.positions) if i not in recorder.left])
+        for i in staying:
+            outcome, state = outcomes[i], states[i]
             if i in recorder.dead:
                 outcome.error, outcome.exit_code = str(recorder.dead[i]), 3
             elif interrupted is not None:
@@ -187,15 +209,52 @@ def run_bucket(bucket: BucketTask, record, on_fallback=None) -> BaseException | 
                 outcome.error, outcome.exit_code = error, 1
             else:
                 outcome.status = "FINISHED"
-            try:
-                finish(outcome, state, tracker, Recorder(state.history, tracker.log_metrics), writer)
-            except Exception as exc:  # noqa: BLE001 - the store went away: this point fails, the rest are written
-                tracker.end_quietly("FAILED")
-                outcome.status, outcome.error = "FAILED", one_line(exc)
-            record(PointResult(task.index, outcome.status, outcome.run_id, outcome.error, outcome.seconds,
-                               dict(outcome.summary), outcome.exit_code))
+            outcome.seconds = seconds
+            end(i)
     late = late_signals.first
     timing.finish = time.monotonic() - clock
     if interrupted is not None:
         return interrupted
     return Interrupted(128 + late) if late is not None else None
+
+
+class _Pruning:
+    """The stack's ``on_epoch_end`` in a search: every living point's watch sees its own history
+    (reporting its value to its trial as it comes); a point its pruner stops ends FINISHED with its
+    curve so far, is recorded at once, and leaves the stack (:meth:`regfw.vectorize.stack.Stack.keep`
+    and the step's ``keep``), so its row costs nothing from the next step. A plugin optimizer whose
+    step cannot drop rows keeps the row training, its values no longer recorded."""
+
+    def __init__(self, stack, step, recorder, watches: dict, outcomes: list, end):
+        self.stack, self.step, self.recorder = stack, step, recorder
+        self.watches, self.outcomes, self.end = watches, outcomes, end
+
+    def __call__(self, epoch: int) -> None:
+        from regfw.runner import Pruned
+
+        stack, recorder = self.stack, self.recorder
+        pruned = {}
+        for position in stack.positions:
+            watch = self.watches.get(position)
+            if watch is None or position in recorder.dead or position in recorder.left:
+                continue
+            try:
+                watch(epoch, stack.states[stack.positions.index(position)].history, recorder)
+            except Pruned as exc:
+                pruned[position] = exc.epoch
+        if not pruned:
+            return
+        recorder.drain()  # the rows recorded so far are read with the stack's current rows
+        stack.copy_back([r for r, p in enumerate(stack.positions) if p in pruned])
+        for position, at in pruned.items():
+            stack.states[stack.positions.index(position)].history.epochs_done = at
+        keep = [r for r, p in enumerate(stack.positions) if p not in pruned]
+        if keep and callable(getattr(self.step, "keep", None)):
+            stack.keep(keep)
+            self.step.keep(keep, [leaf.detach() for leaf in stack.leaves])
+        recorder.leave(pruned, stack.positions)
+        with held() as signals:  # a pruned trial's run is ended recorded before a signal stops the stack
+            for position, at in pruned.items():
+                self.outcomes[position].status, self.outcomes[position].pruned_at = "FINISHED", at
+                self.end(position)
+        signals.deliver()

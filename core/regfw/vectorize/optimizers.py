@@ -64,7 +64,32 @@ def stacked(optimizers, params: list, factory=None):
     return kind[type(optimizers[0]).__name__](optimizers, params)
 
 
-class StackedSGD:
+class Rows:
+    """``keep(rows, params)``: the update goes on for the stack's ``rows`` only (the others left
+    it, :meth:`regfw.vectorize.stack.Stack.keep`), on its new stacked ``params``. Every tensor
+    these classes hold is per point along dim 0 (hyperparameter columns, momentum and moment
+    buffers), so each is cut the same way. A plugin's step without ``keep`` keeps its rows."""
+
+    def keep(self, rows: list, params: list) -> None:
+        import torch
+
+        size = self.params[0].shape[0]
+        index = torch.tensor(rows)
+
+        def cut(value):
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == size:
+                return value.index_select(0, index.to(value.device))
+            if isinstance(value, list):
+                return [cut(v) for v in value]
+            return value
+
+        for name, value in list(vars(self).items()):
+            if name != "params":
+                setattr(self, name, cut(value))
+        self.params = params
+
+
+class StackedSGD(Rows):
     """torch.optim.SGD: weight decay, momentum (with dampening), nesterov. A point with momentum 0
     gets buf = 0*buf + g = g, the plain step, so mixed momenta share one bucket."""
 
@@ -97,7 +122,7 @@ class StackedSGD:
                 p.addcmul_(g, self.neg_lr[i])
 
 
-class StackedAdam:
+class StackedAdam(Rows):
     """torch.optim.Adam and AdamW (decoupled weight decay), without amsgrad."""
 
     def __init__(self, optimizers, params):
@@ -141,7 +166,7 @@ class StackedAdam:
             p.add_((self.avg[i] / denom) * column(neg_step, p))
 
 
-class StackedRMSprop:
+class StackedRMSprop(Rows):
     """torch.optim.RMSprop, not centered; momentum 0 and > 0 mix (buf = 0*buf + g/avg)."""
 
     def __init__(self, optimizers, params):

@@ -18,13 +18,21 @@ from regfw.recorder import DRAIN_SECONDS, Diverged, float32_value
 class StackRecorder:
     def __init__(self, histories: list, sinks: list):
         self.histories, self.sinks = histories, sinks
-        self.pending: list = []  # (epoch, name, tensor (N,))
+        self.pending: list = []  # (epoch, name, tensor (rows,))
         self.dead: dict = {}  # position -> Diverged
+        self.rows = list(range(len(histories)))  # the position of each row of a recorded tensor
+        self.left: dict = {}  # position -> the epoch it left the stack at (a pruned trial)
         self.last_drain = time.monotonic()
 
     @property
     def alive(self) -> int:
-        return len(self.histories) - len(self.dead)
+        return sum(1 for p in self.rows if p not in self.dead and p not in self.left)
+
+    def leave(self, positions: dict, rows: list) -> None:
+        """``positions`` (position -> epoch) stopped; the stack now records ``rows`` only. Call
+        it drained: the tensors recorded so far have the old rows."""
+        self.left |= positions
+        self.rows = list(rows)
 
     def record(self, epoch: int, name: str, values) -> None:
         self.pending.append((epoch, name, values))
@@ -48,11 +56,12 @@ class StackRecorder:
         with held() as signals:  # rows taken out of `pending` reach the trackers' buffers first
             pending, self.pending = self.pending, []
             table = torch.stack([v.detach().float().reshape(-1) for _, _, v in pending]).tolist()
-            for i, (history, sink) in enumerate(zip(self.histories, self.sinks)):
-                if i in self.dead:
+            for row, i in enumerate(self.rows):
+                if i in self.dead or i in self.left:
                     continue
+                history, sink = self.histories[i], self.sinks[i]
                 # rounded like a single run's Recorder rounds: float32 values to the digits they have
-                rows = [(name, float32_value(values[i]), epoch) for (epoch, name, _), values in zip(pending, table)]
+                rows = [(name, float32_value(values[row]), epoch) for (epoch, name, _), values in zip(pending, table)]
                 bad = next(((e, n, v) for n, v, e in rows if "loss" in n and not math.isfinite(v)), None)
                 if bad is not None:
                     rows = [r for r in rows if r[2] <= bad[0]]

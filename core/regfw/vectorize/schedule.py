@@ -6,11 +6,13 @@ from regfw.sweep.points import run_in_order
 from regfw.vectorize.bucket_run import BucketTask, run_bucket
 
 
-def run_planned(plan, tasks: list, record, reporter=None, on_fallback=None, jobs: int = 1) -> BaseException | None:
+def run_planned(plan, tasks: list, record, reporter=None, on_fallback=None, jobs: int = 1,
+                watches: dict | None = None) -> BaseException | None:
     """Run ``plan`` (a :class:`regfw.vectorize.Plan` over ``tasks``' positions), calling
     ``record(result)`` per point; return the interrupt that stopped the sweep, if any. With
-    ``jobs`` > 1, buckets and lone points are tasks for that many worker processes."""
-    work = [(bucket[0], BucketTask(number, [tasks[i] for i in bucket]))
+    ``jobs`` > 1, buckets and lone points are tasks for that many worker processes. ``watches``
+    (a search's, by point index, in this process only): see :class:`BucketTask`."""
+    work = [(bucket[0], BucketTask(number, [tasks[i] for i in bucket], watches))
             for number, bucket in enumerate(plan.buckets, start=1)]
     work += [(position, tasks[position]) for position, _ in plan.alone]
     work.sort(key=lambda pair: pair[0])
@@ -24,7 +26,7 @@ def run_planned(plan, tasks: list, record, reporter=None, on_fallback=None, jobs
             if stopped is not None:
                 return stopped
             continue
-        stopped = run_in_order([item], record, reporter)
+        stopped = run_in_order([item], record, reporter, watches)
         if stopped is not None:
             return stopped
     return None

@@ -30,11 +30,31 @@ class Stack:
     shared_data: bool = False
     direct: bool = False  # True once a forward runs without vmap (regfw.vectorize.direct)
     completed: int = 0  # the last epoch every living point completed
+    positions: list = field(default_factory=list)  # each row's position among the bucket's points
+    row_epochs: int = 0  # epochs trained, summed over the rows: what the stack cost (pruned rows leave it)
     _vmapped: dict = field(default_factory=dict)  # shared -> the forward chosen for that data layout
 
     @property
     def size(self) -> int:
         return len(self.states)
+
+    def keep(self, rows: list) -> None:
+        """Only ``rows`` (row numbers, in order) train on: the others leave the stack, so they
+        cost nothing from the next step (a search's pruned trials). Their trained values must be
+        copied back first (:meth:`copy_back`); the forwards are rebuilt for the new size."""
+        import torch
+
+        index = torch.tensor(rows, device=self.leaves[0].device)
+        with torch.no_grad():
+            self.leaves = [leaf.detach().index_select(0, index).requires_grad_(True) for leaf in self.leaves]
+            self.buffers = {k: v.index_select(0, index) for k, v in self.buffers.items()}
+            if not self.shared_data:
+                self.x, self.y = self.x.index_select(0, index), self.y.index_select(0, index)
+                if self.x_test is not None:
+                    self.x_test, self.y_test = self.x_test.index_select(0, index), self.y_test.index_select(0, index)
+        self.states = [self.states[r] for r in rows]
+        self.positions = [self.positions[r] for r in rows]
+        self._vmapped = {}  # the vmap-free call is built for one size
 
     def forward(self, x, y, *, train: bool = True, shared: bool | None = None):
         """Per-point outputs and losses (N,); ``shared``: x and y are one tensor for every point."""
@@ -106,12 +126,15 @@ class Stack:
         dims = None if shared else 0
         return vmap(one, in_dims=(0,) * count + (dims, dims))
 
-    def copy_back(self) -> None:
-        """The trained values into each point's own nn.Module, for summaries and artifacts."""
+    def copy_back(self, rows=None) -> None:
+        """The trained values into each point's own nn.Module (of ``rows``, default all), for
+        summaries and artifacts."""
         import torch
 
         with torch.no_grad():
             for i, state in enumerate(self.states):
+                if rows is not None and i not in rows:
+                    continue
                 params = dict(state.model.named_parameters())
                 for name, leaf in zip(self.names, self.leaves):
                     params[name].copy_(leaf[i])
@@ -167,7 +190,8 @@ def stack_states(states: list) -> Stack:
         not data[0].has_test or (_same([d.x_test for d in data]) and _same([d.y_test for d in data])))
     pick = (lambda ts: ts[0]) if shared else torch.stack
     stack = Stack(states, base, names, leaves, buffers, states[0].loss_fn,
-                  pick([d.x_train for d in data]), pick([d.y_train for d in data]), shared_data=shared)
+                  pick([d.x_train for d in data]), pick([d.y_train for d in data]), shared_data=shared,
+                  positions=list(range(len(states))))
     if data[0].has_test:
         stack.x_test, stack.y_test = pick([d.x_test for d in data]), pick([d.y_test for d in data])
     return stack

@@ -40,8 +40,8 @@ def train_stack(stack, step, recorder, *, on_epoch_end=None) -> int:
     try:
         return _train(stack, step, recorder, on_epoch_end)
     finally:
-        for i, state in enumerate(stack.states):  # once, not per epoch: O(N) Python per step adds up
-            if i not in recorder.dead:
+        for position, state in zip(stack.positions, stack.states):  # once, not per epoch: O(N) per step adds up
+            if position not in recorder.dead:
                 state.history.epochs_done = stack.completed
 
 
@@ -97,8 +97,12 @@ def _train(stack, step, recorder, on_epoch_end) -> int:
         if log_now and data.has_test:
             evaluate(stack, accuracy, epoch, recorder)
         done = stack.completed = epoch
+        stack.row_epochs += stack.size
         if on_epoch_end is not None:
             on_epoch_end(epoch)
+            if leaves is not stack.leaves:  # rows left the stack (a search's pruned trials)
+                x, y, leaves = stack.x, stack.y, stack.leaves
+                generators = [s.generator for s in stack.states]
         recorder.maybe_drain()
         if not recorder.alive:
             break
