@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.regfw-installed
 
-.PHONY: setup run test test-fast bench experiments reproducing clean
+.PHONY: setup run test test-fast bench experiments reproducing ui-screenshots clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,11 @@ experiments: setup
 # Regenerate docs/reproducing.md's terminal sessions (an identical and a diverging rerun; seconds).
 reproducing: setup
 	$(BIN)/python docs/tools/reproducing.py
+
+# Regenerate docs/ui.md's screenshots from the browser tests and a `regfw tune` study (about five
+# minutes; needs chromium, as the UI tests do).
+ui-screenshots: setup
+	OMP_NUM_THREADS=1 $(BIN)/python docs/tools/ui_screenshots.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info core/*.egg-info

@@ -5,16 +5,16 @@ test_ui_clickthrough.py checks MLflow's UI reads them."""
 from regfw.mlflow_ui import page, presets
 
 
-def _run(run_id, params, metrics=(), role=None):
+def _run(run_id, params, metrics=(), parent=None):
     return {"id": run_id, "params": params, "metrics": dict.fromkeys(metrics, 1.0),
-            "tags": {"regfw.role": role} if role else {}}
+            "tags": {"mlflow.parentRunId": parent} if parent else {}}
 
 
 def test_the_params_that_vary_are_ticked_seed_last_and_the_sweep_parent_expanded():
-    runs = [_run("p", {"optimizer.lr": "0.05,0.1", "epochs": "5"}, role="sweep")]
+    runs = [_run("p", {"optimizer.lr": "0.05,0.1", "epochs": "5"})]
     runs += [_run(f"c{lr}{seed}", {"optimizer.lr": lr, "seed": seed, "epochs": "5", "dataset": "linear-1d"},
                   ["curves/train_loss", "summary/final_train_loss", "summary/final_test_loss",
-                   "summary/final_test_accuracy", "learned/weight"])
+                   "summary/final_test_accuracy", "learned/weight"], parent="p")
              for lr in ("0.05", "0.1") for seed in ("0", "1")]
     one_point = {"summary/final_train_loss", "summary/final_test_loss", "summary/final_test_accuracy", "learned/weight"}
     state = presets.experiment_state(runs, one_point)

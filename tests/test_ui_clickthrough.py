@@ -128,7 +128,7 @@ def test_every_page_clicked_from_regfw_ui_opens_in_model_training_with_the_runs_
             _no_assistant(page)
             above = _charts_above_the_fold(page)
             assert above and set(above) <= curves(run_id), (above, curves(run_id))
-            page.screenshot(path=str(shots / "ui-run-metrics.png"))
+            page.screenshot(path=str(shots / "ui-point-metrics.png"))
 
             # The plain run, from the breadcrumb's runs table; its metrics tab too.
             page.get_by_test_id("experiment-runs-link").click()

@@ -26,7 +26,7 @@ from regfw.store.keys import plain
 MAX_RUNS = 1000  # an experiment's runs read to find what varies (the newest; enough to decide)
 MAX_PARAMS = 8  # varying params ticked; more make the table scroll sideways
 MODEL_METRICS = "Model metrics"  # MLflow's section for metrics without a "/" prefix
-SWEEP_ROLE = ("regfw.role", "sweep")  # a sweep's parent: its params are the sweep's, not a point's
+PARENT_TAG = "mlflow.parentRunId"  # how MLflow nests a sweep's or a study's runs under their parent
 
 
 def experiment_key(experiment_id: str) -> str:
@@ -37,11 +37,17 @@ def run_key(run_id: str) -> str:
     return f"MLflowLocalStorage-1.1-RunPage-{run_id}-model-chartUIState"
 
 
+def parents(runs: list[dict]) -> set[str]:
+    """The runs others are nested under: a sweep's or a `regfw tune` study's parent."""
+    return {r["tags"][PARENT_TAG] for r in runs if r["tags"].get(PARENT_TAG)}
+
+
 def varying_params(runs: list[dict]) -> list[str]:
     """Params whose value differs between runs (a param some runs lack counts as differing);
-    a sweep's parents are left out when there are other runs. ``seed`` comes last: it is what
-    repeats a setting, not what was compared."""
-    points = [r for r in runs if r["tags"].get(SWEEP_ROLE[0]) != SWEEP_ROLE[1]] or runs
+    parents are left out when there are other runs: their params describe the whole sweep.
+    ``seed`` comes last: it is what repeats a setting, not what was compared."""
+    nesting = parents(runs)
+    points = [r for r in runs if r["id"] not in nesting] or runs
     keys = sorted({k for r in points for k in r["params"]})
     varying = [k for k in keys if len({r["params"].get(k) for r in points}) > 1]
     varying.sort(key=lambda k: (k == "seed", k))
@@ -72,7 +78,7 @@ def sections(names: list[str], collapsed: set[str] = frozenset()) -> list[dict]:
 
 def experiment_state(runs: list[dict], one_point: set[str] = frozenset()) -> dict:
     """An experiment page's first view: the varying params and main metrics ticked, each sweep's
-    parent expanded into its points, chart sections only for the metrics its runs have, and a
+    (or study's) parent expanded into its runs, chart sections only for the metrics its runs have, and a
     bar chart (runs side by side) for each metric in ``one_point``.
 
     MLflow draws a metric whose value sits at step 1 or later as a line, so a one-value metric
@@ -82,7 +88,7 @@ def experiment_state(runs: list[dict], one_point: set[str] = frozenset()) -> dic
     metric_keys = {k for r in runs for k in r["metrics"]}
     columns = [f"params.`{k}`" for k in varying_params(runs)]
     columns += [f"metrics.`{k}`" for k in main_metrics(metric_keys)]
-    parents = {r["id"]: True for r in runs if r["tags"].get(SWEEP_ROLE[0]) == SWEEP_ROLE[1]}
+    expanded = {run_id: True for run_id in parents(runs)}
     shown = sections([section_name(k) for k in metric_keys])
     section_id = {s["name"]: s["uuid"] for s in shown}
     bars = [{"type": "BAR", "uuid": str(uuid.uuid4()), "runsCountToCompare": 20,
@@ -90,7 +96,7 @@ def experiment_state(runs: list[dict], one_point: set[str] = frozenset()) -> dic
              "isGenerated": False,  # a generated bar is turned back into a line by MLflow
              "metricKey": k, "displayName": k.rpartition("/")[2]}
             for k in sorted(metric_keys & set(one_point))]
-    return {"selectedColumns": columns, "runsExpanded": parents, "compareRunCharts": bars,
+    return {"selectedColumns": columns, "runsExpanded": expanded, "compareRunCharts": bars,
             "compareRunSections": shown, "isAccordionReordered": False}
 
 
