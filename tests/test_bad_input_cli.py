@@ -402,3 +402,11 @@ def test_a_ray_resource_that_is_no_finite_number_is_refused_before_ray_starts(in
                           "--tracking-uri", store))
     assert f"{option} must be a finite number of CPUs or GPUs" in line, line
     assert runs_in(store) == []
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_rerun_tolerance_that_is_not_finite_is_a_usage_line(invoke, store, value):
+    result = invoke("rerun", "0" * 32, "--verify", "--tolerance", value, "--tracking-uri", store)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert f"--tolerance': {value} is not a finite number" in lines[0]

@@ -49,6 +49,10 @@ def rerun(run_id, verify, tolerance, sets, tracking_uri, experiment_name, jobs, 
       regfw rerun 3f2a9c1d --verify --tolerance 1e-6
       regfw rerun SWEEP_PARENT_ID --verify --jobs 2
     """
+    import math
+
+    if tolerance is not None and not math.isfinite(tolerance):  # click's FloatRange lets nan and inf through
+        raise click.BadParameter(f"{tolerance} is not a finite number", param_hint="'--tolerance'")
     from regfw.cli.common import one_line_plugin_errors
     from regfw.runs.queries import full_run_id
     from regfw.config import parse_set
@@ -108,7 +112,7 @@ def rerun_one(recorded, config, plugins, *, verify, tolerance, experiment_name, 
         raise RegfwError(f"run {recorded.run_id} was trained on {world} process(es), not {parallel.world}; "
                          f"rerun it with `regfw rerun {recorded.run_id}`")
     if world > 1 and parallel is None:  # the same world size: the same shards, the same sums
-        launch_and_exit(world)
+        launch_and_exit(world, config)  # what no rank could train is refused once, before torchrun
     speaks = parallel is None or parallel.leader
     tracker = MlflowTracker(recorded.uri, experiment_name or recorded.experiment_name,
                             extra_tags={T.RERUN_OF: recorded.run_id})
