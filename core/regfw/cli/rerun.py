@@ -77,7 +77,7 @@ def rerun(run_id, verify, tolerance, sets, tracking_uri, experiment_name, jobs, 
             raise RegfwError("--jobs and --vectorize are for --backend local: on Ray the free CPUs set how many "
                              "points run at once")
         found = load_sweep(plugins.registry, recorded, pairs)
-        from regfw.sizing import check_sweep_fits
+        from regfw.cli.sweep import check_sweep_fits
 
         check_sweep_fits(found.grid.points, plugins.registry)  # as `regfw sweep`: before the parent run
         sys.exit(rerun_sweep(found, verify=verify, tolerance=tolerance, experiment_name=experiment_name, jobs=jobs,

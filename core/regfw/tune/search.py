@@ -157,12 +157,16 @@ class Parent:
         self.tracker.flush()
 
     def settle_orphan(self, number: int, reason: str) -> str | None:
-        """The run a dead worker left RUNNING for trial ``number`` ends FAILED with ``reason``; its id."""
+        """The run a dead worker left RUNNING for trial ``number`` ends FAILED with ``reason``; its id.
+
+        A run that ended KILLED is settled too: when one worker dies, the pool stops the others, and
+        their trials (told FAIL with this reason) must not read "interrupted" in MLflow as if the
+        user had stopped them. (A user's Ctrl-C never comes here: it stops the search.)"""
         client = self.tracker.mlflow()
         try:
-            runs = client.search_runs([str(self.tracker.experiment_id)], max_results=5, filter_string=(
-                f"tags.`{T.PARENT}` = '{self.tracker.run_id}' and tags.`{T.TRIAL}` = '{number}' "
-                "and attributes.status = 'RUNNING'"))
+            runs = [run for run in client.search_runs([str(self.tracker.experiment_id)], max_results=5, filter_string=(
+                f"tags.`{T.PARENT}` = '{self.tracker.run_id}' and tags.`{T.TRIAL}` = '{number}'"))
+                if run.info.status in ("RUNNING", "KILLED")]
             for run in runs:
                 client.set_tag(run.info.run_id, T.FAILURE, reason)
                 client.set_terminated(run.info.run_id, "FAILED")
