@@ -25,8 +25,14 @@ def open_client(uri: str, *, create: bool = False):
             # One process at a time opens a store that may be new: MLflow's first-time migrations
             # (run when the client first touches the database) race between processes.
             with store_lock(uri):
-                client = MlflowClient(tracking_uri=uri)
-                client.search_experiments(max_results=1)
+                try:
+                    client = MlflowClient(tracking_uri=uri)
+                    client.search_experiments(max_results=1)
+                except Exception:  # noqa: BLE001 - maybe another MLflow client made the new store meanwhile
+                    if not made_by_another(uri):
+                        raise
+                    client = MlflowClient(tracking_uri=uri)  # once more, on the store it has finished
+                    client.search_experiments(max_results=1)
                 fewer_syncs(client)
         else:
             client = MlflowClient(tracking_uri=uri)
@@ -36,6 +42,22 @@ def open_client(uri: str, *, create: bool = False):
     except Exception as exc:  # noqa: BLE001 - any store failure becomes one line
         raise store_error(uri, exc) from None
     return client
+
+
+def made_by_another(uri: str) -> bool:
+    """After MLflow failed to open a new SQLite store: whether another process (a plain MLflow
+    client, which takes no lock) was making it at the same moment, and has now finished. MLflow's
+    own first-time migrations race between processes; the second to start fails half-way."""
+    import contextlib
+    import sqlite3
+
+    from regfw.store.schema import migration_revisions, wait_until_made
+
+    path = sqlite_path(uri)
+    if path is None or not path.exists():
+        return False
+    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as db:
+        return wait_until_made(db, migration_revisions()[1], None) is None
 
 
 def fewer_syncs(client) -> None:

@@ -230,12 +230,26 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
     deadline = None if search.timeout is None else time.monotonic() + search.timeout
     curve = curve_of(search.metric)
 
+    orphans: list = []  # trials whose worker died: told once the wave's pool has stopped every worker
+
     def tell(trial, tr) -> None:
+        if tr.state == "failed" and not tr.run_id and tr.error:  # its worker died mid-run
+            # Settled after the wave: the pool stops the other workers when one dies, and a run
+            # such a worker is still ending (KILLED) must not overwrite the FAILED settled here.
+            orphans.append((trial, tr))
+            return
+        told(trial, tr)
+
+    def settle_orphans() -> None:
+        while orphans:
+            trial, tr = orphans.pop(0)
+            tr.run_id = parent.settle_orphan(trial.number, tr.error)
+            told(trial, tr)
+
+    def told(trial, tr) -> None:
         with held() as late:  # the study and MLflow must agree on how the trial ended
             state = {"complete": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
                      "failed": optuna.trial.TrialState.FAIL}[tr.state]
-            if tr.state == "failed" and not tr.run_id and tr.error:  # its worker died mid-run
-                tr.run_id = parent.settle_orphan(trial.number, tr.error)
             if tr.run_id:
                 trial.set_user_attr("regfw.run_id", tr.run_id)
             if tr.error:
@@ -276,11 +290,16 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
                                                     search.direction == "maximize", pruner is not None)
                 interrupted = train_trials(search, registry, trials, uri, experiment_name, parent_id, tell,
                                            watch=watch, reporter=reporter, on_plan=on_plan)
+                settle_orphans()
                 if interrupted is not None:
                     break
     except (KeyboardInterrupt, Interrupted) as exc:
         interrupted = exc
     finally:
+        try:
+            settle_orphans()  # a wave stopped by Ctrl-C still settles the runs its dead workers left
+        except Exception:  # noqa: BLE001 - the store went away: the trials are told FAIL below
+            pass
         with held():
             for trial in list(pending.values()):
                 try:
