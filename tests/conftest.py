@@ -3,8 +3,10 @@ sys.path (entry points found by importlib.metadata, as in production), and CLI h
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -183,3 +185,23 @@ def fake_dist(tmp_path, monkeypatch):
         return root
 
     return _make
+
+
+@contextlib.contextmanager
+def read_only(path: Path, mode: int):
+    """``path`` unwritable while inside: its mode set to ``mode``, or, as root (who ignores modes),
+    made immutable with ``chattr +i``; the test is skipped where neither can be done."""
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)]).returncode != 0:
+            pytest.skip("running as root without chattr: cannot make anything read-only")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(path)])
+        return
+    before = path.stat().st_mode
+    path.chmod(mode)
+    try:
+        yield
+    finally:
+        path.chmod(before)

@@ -14,6 +14,8 @@ from urllib.request import url2pathname
 
 import pytest
 
+from conftest import read_only
+
 
 def refused(result) -> str:
     """The one stderr line of a refused command: no traceback, no last-resort "unexpected"."""
@@ -339,23 +341,11 @@ def test_more_threads_than_cores_is_a_warning_with_the_core_count(invoke):
 
 # -- a store folder nobody can write in: refused at once, not after MLflow's minutes of retries ------
 def test_a_store_folder_that_cannot_be_written_is_one_line_at_once(regfw_script, tmp_path):
-    import shutil
-    import subprocess
-
     folder = tmp_path / "read-only"
     folder.mkdir()
-    if os.geteuid() == 0:  # root ignores modes: an immutable folder instead
-        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
-            pytest.skip("running as root without chattr: cannot make a folder read-only")
-        undo = ["chattr", "-i", str(folder)]
-    else:
-        folder.chmod(0o555)
-        undo = None
-    try:
+    with read_only(folder, 0o555):
         result, seconds = timed_script(regfw_script, "run", "linear", "--epochs", 2, "-q", "--tracking-uri",
                                        f"sqlite:///{folder / 'mlflow.db'}")  # was 2 min 20 s of MLflow's retries
-    finally:
-        subprocess.run(undo) if undo else folder.chmod(0o755)
     line = refused(result)
     assert f"cannot write in the store folder {folder}" in line, line
     assert list(folder.iterdir()) == []

@@ -26,7 +26,7 @@ import torch
 from mlflow import MlflowClient
 from regfw.store.keys import stored
 
-from conftest import metrics_of
+from conftest import metrics_of, read_only
 
 REGFW = str(Path(sys.executable).with_name("regfw"))
 DIVERGED = "; try a smaller learning rate"
@@ -364,19 +364,9 @@ def test_corrupt_database_fails_in_one_line(invoke, tmp_path):
 def test_read_only_database_fails_in_one_line(invoke, store):
     assert invoke("run", "linear", "--epochs", 2, "--tracking-uri", store).exit_code == 0
     db = Path(db_path(store))
-    if os.geteuid() == 0:  # root ignores file modes: make the file immutable instead
-        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(db)]).returncode != 0:
-            pytest.skip("running as root without chattr: cannot make a read-only file")
-        undo = ["chattr", "-i", str(db)]
-    else:
-        db.chmod(0o444)
-        undo = None
-    try:  # a new process, as a user's next command: this one still holds the database open
+    with read_only(db, 0o444):  # a new process, as a user's next command: this one still holds the database open
         result = subprocess.run([REGFW, "run", "linear", "--epochs", "2", "--tracking-uri", store],
                                 capture_output=True, text=True, timeout=120)
-    finally:
-        if undo:
-            subprocess.run(undo)
     assert result.returncode == 1
     assert_one_line_error(result.stderr, "cannot use tracking store", "read-only")
     assert "epoch" not in result.stderr
