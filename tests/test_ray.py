@@ -308,7 +308,7 @@ def test_a_point_can_be_cancelled_when_its_worker_inherited_an_ignored_sigint(ma
     ignored - as in the workers of a head started in a script's background (or from pytest-xdist's
     workers). ``run_on_worker`` first gives SIGINT Python's handler back; without that (the
     control case) the interrupt is lost."""
-    setup = "from regfw.sweep.ray_backend import cancellable; cancellable(); " if made_cancellable else ""
+    setup = "from regfw.training.ray_backend import cancellable; cancellable(); " if made_cancellable else ""
     code = f"import _thread, time; {setup}_thread.interrupt_main(); time.sleep(3); print('ran on')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))

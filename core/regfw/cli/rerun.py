@@ -186,7 +186,7 @@ def rerun_sweep(found, *, verify, tolerance, experiment_name, jobs, vectorize, b
                    f"{'s' * (total != 1)}, {parent.status}) in {parent.uri}")
     ray = None
     if backend == "ray":
-        from regfw.sweep.ray_backend import RayOptions
+        from regfw.training.ray_backend import RayOptions
 
         ray = RayOptions(ray_address, announce=None if quiet else click.echo)
 

@@ -251,7 +251,7 @@ def _ray_options(kwargs: dict, quiet: bool):
         if not math.isfinite(kwargs[name]):
             raise RegfwError(f"--{name.replace('_', '-')} must be a finite number of CPUs or GPUs, got {kwargs[name]} "
                              "(before Ray is started)")
-    from regfw.sweep.ray_backend import RayOptions, load_runtime_env
+    from regfw.training.ray_backend import RayOptions, load_runtime_env
 
     env = load_runtime_env(kwargs["ray_runtime_env"]) if kwargs["ray_runtime_env"] else None
     return RayOptions(kwargs["ray_address"], kwargs["cpus_per_point"], kwargs["gpus_per_point"], kwargs["retries"],

@@ -210,7 +210,7 @@ def _search_from_options(registry, kwargs: dict):
     if backend == "ray":
         import os
 
-        from regfw.sweep.ray_backend import RayOptions
+        from regfw.training.ray_backend import RayOptions
 
         search.ray = RayOptions(ray_address, announce=None if kwargs["quiet"] else click.echo)
         if jobs == 1:

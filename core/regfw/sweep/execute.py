@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from regfw.interrupts import Interrupted, sigterm_as_interrupt
 from regfw.store import tags as T
 from regfw.sweep.grid import AXIS_SEP, Grid, Point
-from regfw.sweep.points import NOT_RUN, PointResult, PointTask
+from regfw.training.points import NOT_RUN, PointResult, PointTask
 
 MAX_EXIT = 100  # the sweep's exit code is the number of failed points, at most this
 
@@ -57,7 +57,7 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
     before any run exists; ``on_plan(plan)`` sees the plan, ``on_fallback(indices, reason)`` a
     bucket whose built points turned out not to stack (they then run the normal way).
 
-    ``ray``: a :class:`regfw.sweep.ray_backend.RayOptions`: the points run as Ray tasks; Ray is
+    ``ray``: a :class:`regfw.training.ray_backend.RayOptions`: the points run as Ray tasks; Ray is
     reached and checked before any run exists.
 
     ``tags``: added to the parent and every point's run (``regfw.started_from``, ``regfw.rerun_of``)."""
@@ -76,7 +76,7 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
             on_plan(plan)
 
     if ray is not None:
-        from regfw.sweep.ray_backend import connect
+        from regfw.training.ray_backend import connect
 
         connect(ray, uri, grid.points)
     sweep_id = uuid.uuid4().hex[:12]

@@ -34,7 +34,7 @@ def train_trials(search, registry, trials, uri: str, experiment_name: str, paren
                  watch=None, reporter=None, on_plan=None):
     """Hand a wave of asked trials to the execution layer (:func:`regfw.training.train_points`) the
     way ``search`` says (here, ``--jobs``, Ray, stacked), telling each trial as its point ends."""
-    from regfw.sweep.points import NOT_RUN
+    from regfw.training.points import NOT_RUN
     from regfw.training import Ways, train_points
 
     tasks = []
@@ -97,8 +97,8 @@ def trial_name(search, number: int, values: dict) -> str:
 
 
 def trial_task(search, registry, trial, uri: str, experiment_name: str, parent_id: str):
-    """A trial as a sweep point (:class:`regfw.sweep.points.PointTask`), or the reason it cannot be one."""
-    from regfw.sweep.points import PointTask
+    """A trial as a sweep point (:class:`regfw.training.points.PointTask`), or the reason it cannot be one."""
+    from regfw.training.points import PointTask
 
     try:
         config = config_for(search, registry, trial.params)

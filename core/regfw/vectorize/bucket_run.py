@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from regfw.errors import RegfwError, one_line
 from regfw.interrupts import Interrupted, held
 from regfw.store import tags as T
-from regfw.sweep.points import PointResult, PointTask, build_failure, point_tracker, run_in_order
+from regfw.training.points import PointResult, PointTask, build_failure, point_tracker, run_in_order
 
 
 def run_in_worker(bucket: "BucketTask") -> list:
-    """A bucket in a ``--jobs`` worker process (:mod:`regfw.sweep.pool`): its points' results, as
+    """A bucket in a ``--jobs`` worker process (:mod:`regfw.training.pool`): its points' results, as
     a list. SIGTERM there ends every child KILLED, like a point of the ordinary parallel sweep."""
-    from regfw.sweep.points import NOT_RUN, WorkerState
+    from regfw.training.points import NOT_RUN, WorkerState
 
     if WorkerState.stopped:
         return [PointResult(task.index, NOT_RUN) for task in bucket.tasks]

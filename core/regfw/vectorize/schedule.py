@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from regfw.sweep.points import run_in_order
+from regfw.training.points import run_in_order
 from regfw.vectorize.bucket_run import BucketTask, run_bucket
 
 
@@ -17,7 +17,7 @@ def run_planned(plan, tasks: list, record, reporter=None, on_fallback=None, jobs
     work += [(position, tasks[position]) for position, _ in plan.alone]
     work.sort(key=lambda pair: pair[0])
     if jobs > 1:
-        from regfw.sweep.pool import run_parallel
+        from regfw.training.pool import run_parallel
 
         return run_parallel([item for _, item in work], jobs, record)
     for _, item in work:

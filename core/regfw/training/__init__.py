@@ -1,14 +1,14 @@
 """The execution layer: the ways points train, behind one call that ``sweep`` and ``tune`` share.
 
-A grid and a search are two ways of choosing points (:class:`regfw.sweep.points.PointTask`); both
+A grid and a search are two ways of choosing points (:class:`regfw.training.points.PointTask`); both
 hand them to :func:`train_points` with the :class:`Ways` they are to train in, and hear each
-point's :class:`regfw.sweep.points.PointResult` through ``record`` as soon as it ends. A grid hands
+point's :class:`regfw.training.points.PointResult` through ``record`` as soon as it ends. A grid hands
 all its points at once; a search hands the points its study asked for (a wave), tells the study
 each result as ``record`` hears it, and hands the next wave. A search's ``watches`` (by point index)
 see every epoch of a point trained in this process (its report points, for pruning).
 
-The ways: one after another here (:func:`regfw.sweep.points.run_in_order`), ``--jobs`` worker
-processes (:mod:`regfw.sweep.pool`), Ray tasks (:mod:`regfw.sweep.ray_backend`), and stacked
+The ways: one after another here (:func:`regfw.training.points.run_in_order`), ``--jobs`` worker
+processes (:mod:`regfw.training.pool`), Ray tasks (:mod:`regfw.training.ray_backend`), and stacked
 buckets (:mod:`regfw.vectorize.schedule`, itself here or in ``--jobs`` workers). A fifth way is one
 more module and one more branch here.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 @dataclass
 class Ways:
     jobs: int = 1  # worker processes (1: this process)
-    ray: object = None  # a regfw.sweep.ray_backend.RayOptions: every point a Ray task
+    ray: object = None  # a regfw.training.ray_backend.RayOptions: every point a Ray task
     plan: object = None  # a regfw.vectorize.Plan over the tasks' positions: stacked buckets
     reporter: object = None  # a point's progress, for points trained here
     on_fallback: object = None  # (indices, reason): a bucket whose built points did not stack
@@ -48,13 +48,13 @@ def train_points(tasks: list, record, ways: Ways | None = None) -> BaseException
         return run_planned(ways.plan, tasks, record, ways.reporter, ways.on_fallback, jobs=ways.jobs,
                            watches=ways.watches)
     if ways.ray is not None:
-        from regfw.sweep.ray_backend import run_ray
+        from regfw.training.ray_backend import run_ray
 
         return run_ray(tasks, record, ways.ray)
     if ways.jobs > 1:
-        from regfw.sweep.pool import run_parallel
+        from regfw.training.pool import run_parallel
 
         return run_parallel(tasks, ways.jobs, record)
-    from regfw.sweep.points import run_in_order
+    from regfw.training.points import run_in_order
 
     return run_in_order(tasks, record, ways.reporter, ways.watches)

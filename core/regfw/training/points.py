@@ -1,6 +1,6 @@
 """One sweep point: what a worker is handed, what it hands back, and running it.
 
-Points run in the sweep's own process or in spawned workers (:mod:`regfw.sweep.pool`); either way
+Points run in the sweep's own process or in spawned workers (:mod:`regfw.training.pool`); either way
 a point is a plain ``regfw run`` whose MLflow run is a child of the sweep's parent run.
 """
 

@@ -7,7 +7,7 @@ import signal
 import time
 
 from regfw.interrupts import Interrupted
-from regfw.sweep.points import PointResult, PointTask, WorkerState, run_point
+from regfw.training.points import PointResult, PointTask, WorkerState, run_point
 
 STOP_SECONDS = 120  # after Ctrl-C/SIGTERM, how long running points get to flush and end as KILLED
 

@@ -1,11 +1,11 @@
 """``--backend ray``: sweep points as Ray tasks, on a local Ray instance or a Ray cluster.
 
-The sibling of :mod:`regfw.sweep.pool` with the same contract: ``run_ray(tasks, record, options)``
+The sibling of :mod:`regfw.training.pool` with the same contract: ``run_ray(tasks, record, options)``
 calls ``record(result)`` as each point ends and returns the interrupt that stopped the sweep, if
 any. :func:`connect` runs first, before the sweep's parent run exists: a store the workers cannot
 write to, a cluster that does not answer or lacks the requested GPUs is one line and no run.
 
-Each point is a plain :func:`regfw.sweep.points.run_point` on a worker, so a point's child run is
+Each point is a plain :func:`regfw.training.points.run_point` on a worker, so a point's child run is
 the same as under ``--jobs``; the worker adds where it ran (node, pid) to its tags. Ray's own task
 retries are off: a point whose worker died is marked FAILED here, in the store, with the reason,
 or run again under ``--retries`` (the dead attempt's run is tagged and soft-deleted, so the sweep
@@ -28,7 +28,7 @@ from regfw.errors import RegfwError, one_line, squeeze
 from regfw.interrupts import Interrupted
 from regfw.store import check_reachable
 from regfw.store import tags as T
-from regfw.sweep.points import NOT_RUN, PointResult, PointTask, run_point
+from regfw.training.points import NOT_RUN, PointResult, PointTask, run_point
 
 STOP_SECONDS = 120  # after Ctrl-C/SIGTERM, how long running points get to flush and end as KILLED
 REACH_SECONDS = 5  # a cluster address that does not accept a connection within this is unreachable
