@@ -286,8 +286,9 @@ def test_a_pruned_trial_leaves_its_stack_and_stacked_trials_match_trials_run_alo
     assert pruned and complete, [t.state.name for t in second]
     at = {t.number: max(t.intermediate_values) for t in pruned}
     assert all(epoch < 400 for epoch in at.values())
-    # A pruned row left the stack: the second stack trained each pruned trial up to its epoch only.
-    assert bucket_run.LAST_TIMING.row_epochs == sum(at.values()) + 400 * len(complete)
+    # A pruned row left the stack: the stack (its first six rows, then the six trials that took their
+    # rows when they ended) trained each pruned trial up to its epoch only.
+    assert bucket_run.LAST_TIMING.row_epochs == 400 * 6 + sum(at.values()) + 400 * len(complete)
     _, _, children = _record(store, "p")
     for trial in pruned:
         run = children[trial.number]
@@ -306,6 +307,80 @@ def test_a_pruned_trial_leaves_its_stack_and_stacked_trials_match_trials_run_alo
     assert again[0].value == pytest.approx(kept.value, rel=1e-5)
     for epoch, value in stopped.intermediate_values.items():
         assert again[1].intermediate_values[epoch] == pytest.approx(value, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_refilled_stack_trains_trials_at_their_own_epochs_as_they_train_alone(invoke, store):
+    # Adam (a step count per row), shuffled mini-batches (a shuffle per row) and a searched seed (data
+    # per row): a trial takes a row as soon as another ends, and trains beside rows at other epochs.
+    from mlflow import MlflowClient
+
+    from regfw.vectorize import bucket_run
+
+    result = invoke("tune", "linear", "--optimizer", "adam", "--space", "optimizer.lr=log(1e-3,1e-1)",
+                    "--space", "seed=int(0,20)", "--set", "train.batch_size=16", "--trials", 12, "--epochs", 40,
+                    "--seed", 1, "--vectorize", "--batch", 3, "--pruner", "median", "--report-every", 5,
+                    "--tracking-uri", store, "--study", "r")
+    assert result.exit_code == 0, result.output
+    assert "refilled: a new trial takes each row as its trial ends, up to 3 at once" in result.output
+    study, _, children = _record(store, "r", "linear")
+    assert "PRUNED" in [t.state.name for t in study.trials] and len(children) == 12
+    assert all(run.info.status == "FINISHED" for run in children.values())
+    joined = {n: int(run.data.tags.get("regfw.bucket_joined_at", 0)) for n, run in children.items()}
+    trained = {n: int(run.data.tags["regfw.epochs_done"]) for n, run in children.items()}
+    # One stack trained every trial, each for its own epochs, nothing more: pruned rows left it.
+    assert bucket_run.LAST_TIMING.row_epochs == sum(trained.values())
+    assert len({run.data.tags["regfw.bucket"] for run in children.values()}) == 1
+
+    def beside_another_epoch(n):  # some other row was at another epoch while trial n trained
+        return any(joined[m] % 40 != joined[n] % 40 and joined[m] < joined[n] + 40 and joined[n] < joined[m] + trained[m]
+                   for m in joined if m != n)
+
+    mixed = [t for t in study.trials if t.state.name == "COMPLETE" and joined[t.number] and beside_another_epoch(t.number)]
+    assert mixed, (joined, trained)
+    rerun = invoke("rerun", children[mixed[-1].number].info.run_id, "--verify", "--tracking-uri", store)
+    assert rerun.exit_code == 0, rerun.output
+    assert "all equal within relative 1e-05" in rerun.output
+    client = MlflowClient(tracking_uri=store)
+    pruned = next(t for t in study.trials if t.state.name == "PRUNED" and joined[t.number] % 40)
+    curve = client.get_metric_history(children[pruned.number].info.run_id, stored("train_loss"))
+    assert max(m.step for m in curve) == trained[pruned.number] == max(pruned.intermediate_values)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_refilled_stack_leaving_nothing_running(store):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("REGFW_")}
+    proc = subprocess.Popen([REGFW, "tune", "quadratic-linear", "--space", LR, "--space", MOMENTUM,
+                             "--tracking-uri", store, "--trials", "200", "--epochs", "10000", "--vectorize",
+                             "--batch", "2", "--study", "c"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env | {"OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # until trials that took freed rows are training
+            time.sleep(0.5)
+            try:
+                runs = _runs(store)
+            except Exception:  # noqa: BLE001 - the store is not made yet
+                continue
+            if sum(r.info.status == "FINISHED" for r in runs if r.data.tags.get("regfw.trial")) >= 4:
+                break
+        time.sleep(1.0)  # into the rows' training (seconds), past the moment the freed rows were taken
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    states = [t.state.name for t in _study(store, "c").trials]
+    assert "RUNNING" not in states and states.count("COMPLETE") >= 4 and states[-1] == "FAIL"
+    runs = _runs(store)
+    assert all(r.info.status != "RUNNING" for r in runs)
+    killed = [r for r in runs if r.info.status == "KILLED" and r.data.tags.get("regfw.trial")]
+    assert killed and all(r.data.tags.get("regfw.bucket_joined_at") for r in killed)
+    assert all(r.data.tags["regfw.failure"].startswith("interrupted at epoch") for r in killed)
 
 
 @pytest.mark.slow

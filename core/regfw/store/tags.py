@@ -85,6 +85,7 @@ RAY_NODE = "regfw.ray_node"  # the worker node's IP address, as Ray knows it (pl
 ATTEMPT = "regfw.attempt"  # 2, 3...: the point's worker died before; absent on a first attempt
 # Vectorized sweeps (--vectorize): the stacked program a child run trained in, "bucket 2, 32 points".
 BUCKET = "regfw.bucket"
+JOINED_AT = "regfw.bucket_joined_at"  # a search's refilled stack: the step it joined at (its epoch 1 is the next)
 # Data-parallel runs (torchrun, `regfw run --nproc N`); absent on a single-process run.
 WORLD_SIZE = "regfw.world_size"  # the number of processes that trained the run
 DIST_BACKEND = "regfw.dist_backend"  # gloo (CPU) or nccl (CUDA)

@@ -26,6 +26,10 @@ class Ways:
     reporter: object = None  # a point's progress, for points trained here
     on_fallback: object = None  # (indices, reason): a bucket whose built points did not stack
     watches: dict | None = None  # a search's, by point index: points trained in this process only
+    # A search's, with plan and in this process only: refill(n) -> up to n (PointTask, watch) that
+    # join a stack as its rows end, up to `rows` rows at once (regfw.vectorize.bucket_run).
+    refill: object = None
+    rows: int = 0
 
     def where(self) -> str:
         """Why ``watches`` cannot be honoured, or ''."""
@@ -40,13 +44,13 @@ def train_points(tasks: list, record, ways: Ways | None = None) -> BaseException
     """Train ``tasks`` the ``ways`` say, ``record(result)`` as each ends; the interrupt that
     stopped them (Ctrl-C, SIGTERM), or None."""
     ways = ways or Ways()
-    if ways.watches and ways.where():
-        raise ValueError(f"watches need the points trained in this process, not by {ways.where()}")
+    if (ways.watches or ways.refill) and ways.where():
+        raise ValueError(f"watches and refills need the points trained in this process, not by {ways.where()}")
     if ways.plan is not None:
         from regfw.vectorize.schedule import run_planned
 
         return run_planned(ways.plan, tasks, record, ways.reporter, ways.on_fallback, jobs=ways.jobs,
-                           watches=ways.watches)
+                           watches=ways.watches, refill=ways.refill, rows=ways.rows)
     if ways.ray is not None:
         from regfw.training.ray_backend import run_ray
 

@@ -30,10 +30,40 @@ class TrialResult:
     bucket: str = ""
 
 
+def refillable(search) -> bool:
+    """Every trial asked later can take a row of the running stack: the search is stacked, in this
+    process, and every searched key is one a stack holds per row (the seed, a numeric optimizer
+    value: :func:`regfw.vectorize.buckets.group_key` leaves them out)."""
+    if search.stack < 2 or search.jobs > 1 or search.ray is not None:
+        return False
+
+    def per_row(dim) -> bool:
+        if dim.key == "seed":
+            return True
+        section, _, name = dim.key.partition(".")
+        if section != "optimizer" or isinstance(search.base.optimizer.params.get(name), bool):
+            return False
+        if dim.kind == "choice":
+            return all(_is_number(text) for text in dim.choices)
+        return isinstance(search.base.optimizer.params.get(name), (int, float))
+
+    return all(per_row(dim) for dim in search.dims)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf")
+
+
 def train_trials(search, registry, trials, uri: str, experiment_name: str, parent_id: str, tell, *,
-                 watch=None, reporter=None, on_plan=None):
+                 watch=None, reporter=None, on_plan=None, ask_more=None):
     """Hand a wave of asked trials to the execution layer (:func:`regfw.training.train_points`) the
-    way ``search`` says (here, ``--jobs``, Ray, stacked), telling each trial as its point ends."""
+    way ``search`` says (here, ``--jobs``, Ray, stacked), telling each trial as its point ends.
+    ``ask_more(n)`` (stacked, :func:`refillable`): up to n more trials, asked when a stack's rows
+    end, to take them."""
     from regfw.training.points import NOT_RUN
     from regfw.training import Ways, train_points
 
@@ -55,13 +85,26 @@ def train_trials(search, registry, trials, uri: str, experiment_name: str, paren
 
     ways = Ways(jobs=search.jobs, ray=search.ray, reporter=reporter if search.jobs == 1 else None)
     if search.stack > 1 and len(tasks) > 1:
-        ways.plan, ways.on_fallback = _plan(search, registry, tasks, on_plan)
+        ways.plan, ways.on_fallback = _plan(search, registry, tasks, on_plan, refilled=ask_more is not None)
     if watch is not None and not ways.where():
         ways.watches = {task.index: watch(trial) for trial, task in tasks}
+    if ways.plan is not None and ask_more is not None and not ways.where():
+        def refill(n: int) -> list:
+            joining = []
+            for trial in ask_more(n):
+                task, error = trial_task(search, registry, trial, uri, experiment_name, parent_id)
+                if task is None:
+                    tell(trial, TrialResult(trial.number, "failed", dict(trial.params), error=error))
+                    continue
+                by_number[task.index] = trial
+                joining.append((task, watch(trial) if watch is not None else None))
+            return joining
+
+        ways.refill, ways.rows = refill, search.stack
     return train_points([task for _, task in tasks], record, ways)
 
 
-def _plan(search, registry, tasks, on_plan):
+def _plan(search, registry, tasks, on_plan, refilled: bool = False):
     """The wave's stacked buckets (the vectorized sweep's planner) and the fallback's message."""
     from regfw.sweep.grid import Point
     from regfw.vectorize import plan_buckets
@@ -72,6 +115,8 @@ def _plan(search, registry, tasks, on_plan):
         sizes = [len(b) for b in plan.buckets]
         on_plan(f"stacked: {sum(sizes)} of {len(points)} trials in {len(sizes)} program"
                 f"{'s' * (len(sizes) != 1)}" + (f" of {', '.join(map(str, sizes))}" if sizes else ""))
+        if refilled and sizes:
+            on_plan(f"  refilled: a new trial takes each row as its trial ends, up to {search.stack} at once")
         for reason, positions in plan.reasons().items():
             numbers = ",".join(str(points[p].index) for p in positions)
             on_plan(f"  alone, trial{'s' * (len(positions) != 1)} {numbers}: {reason}")

@@ -268,28 +268,38 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
             on_trial(tr)
         late.deliver()
 
-    from regfw.tune.execute import train_trials
+    from regfw.tune.execute import refillable, train_trials
 
     try:
         with sigterm_as_interrupt():
             asked = 0
-            while (limit is None or asked < limit) and (deadline is None or time.monotonic() < deadline):
-                batch = search.wave if limit is None else min(search.wave, limit - asked)
+            refilling = refillable(search)
+
+            def ask(n: int) -> list:
+                """Up to ``n`` new trials, within --trials and --timeout."""
+                nonlocal asked
+                if deadline is not None and time.monotonic() >= deadline:
+                    return []
                 trials = []
-                for _ in range(batch):
+                for _ in range(n if limit is None else min(n, limit - asked)):
                     with held() as late:
                         trial = study.ask(distributions)
                         pending[trial.number] = trial
                     late.deliver()
                     trials.append(trial)
                 asked += len(trials)
+                return trials
+
+            while (limit is None or asked < limit) and (deadline is None or time.monotonic() < deadline):
+                trials = ask(search.wave)
                 watch = None
                 if curve is not None:  # stacked too: each member reports its own values as they come
                     watch = lambda trial: Reporting(trial, curve, search.report_every, epochs,  # noqa: E731
                                                     search.metric.startswith("best_"),
                                                     search.direction == "maximize", pruner is not None)
                 interrupted = train_trials(search, registry, trials, uri, experiment_name, parent_id, tell,
-                                           watch=watch, reporter=reporter, on_plan=on_plan)
+                                           watch=watch, reporter=reporter, on_plan=on_plan,
+                                           ask_more=ask if refilling else None)
                 settle_orphans()
                 if interrupted is not None:
                     break

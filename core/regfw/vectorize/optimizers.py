@@ -68,13 +68,24 @@ class Rows:
     """``keep(rows, params)``: the update goes on for the stack's ``rows`` only (the others left
     it, :meth:`regfw.vectorize.stack.Stack.keep`), on its new stacked ``params``. Every tensor
     these classes hold is per point along dim 0 (hyperparameter columns, momentum and moment
-    buffers), so each is cut the same way. A plugin's step without ``keep`` keeps its rows."""
+    buffers), so each is cut the same way. A plugin's step without ``keep`` keeps its rows.
+
+    ``grow(optimizers, params, new)``: the last ``new`` of ``optimizers`` (one per row, in row
+    order) joined the stack (:meth:`regfw.vectorize.stack.Stack.join`, a search's refill). Their
+    hyperparameter columns are read as at the start; their state starts as torch.optim starts it
+    (zero buffers, step 0) while the other rows keep theirs. ``STATE`` names the per-row state."""
+
+    STATE: tuple = ()
+
+    def can_grow(self, optimizers) -> str | None:
+        """Why rows cannot join this update, or None."""
+        return None
 
     def keep(self, rows: list, params: list) -> None:
         import torch
 
         size = self.params[0].shape[0]
-        index = torch.tensor(rows)
+        index = torch.tensor(rows, dtype=torch.long)
 
         def cut(value):
             if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == size:
@@ -88,10 +99,37 @@ class Rows:
                 setattr(self, name, cut(value))
         self.params = params
 
+    def grow(self, optimizers, params, new: int) -> None:
+        import torch
+
+        fresh = type(self)(optimizers, params)
+        for name in self.STATE:
+            old, start = getattr(self, name), getattr(fresh, name)
+            if isinstance(old, list):  # one tensor (or None before the first step) per parameter
+                setattr(fresh, name, [o if o is None else torch.cat([o, torch.zeros((new,) + tuple(o.shape[1:]),
+                                                                              dtype=o.dtype, device=o.device)])
+                                      for o in old])
+            elif old is not None:  # a step count: per row once rows joined at different times
+                count = old if isinstance(old, torch.Tensor) else torch.full((len(optimizers) - new,), float(old),
+                                                                            dtype=torch.float64)
+                setattr(fresh, name, torch.cat([count, torch.zeros(new, dtype=torch.float64)]))
+            else:
+                setattr(fresh, name, start)
+        vars(self).clear()
+        vars(self).update(vars(fresh))  # in place: the stacked loop holds this step
+
 
 class StackedSGD(Rows):
     """torch.optim.SGD: weight decay, momentum (with dampening), nesterov. A point with momentum 0
-    gets buf = 0*buf + g = g, the plain step, so mixed momenta share one bucket."""
+    gets buf = 0*buf + g = g, the plain step, so mixed momenta share one bucket. A row that joins
+    later gets a zero buffer: 0*m + g = g, torch's first step, without dampening only."""
+
+    STATE = ("bufs",)
+
+    def can_grow(self, optimizers) -> str | None:
+        if any(d != 0 for d in hyper(optimizers, "dampening")):
+            return "SGD with dampening: a row joining later would not take torch's first step"
+        return None
 
     def __init__(self, optimizers, params):
         self.params = params
@@ -123,7 +161,10 @@ class StackedSGD(Rows):
 
 
 class StackedAdam(Rows):
-    """torch.optim.Adam and AdamW (decoupled weight decay), without amsgrad."""
+    """torch.optim.Adam and AdamW (decoupled weight decay), without amsgrad. Once rows joined at
+    different times, the step count (and so the bias corrections) is per row."""
+
+    STATE = ("avg", "avg_sq", "steps")
 
     def __init__(self, optimizers, params):
         import torch
@@ -168,6 +209,8 @@ class StackedAdam(Rows):
 
 class StackedRMSprop(Rows):
     """torch.optim.RMSprop, not centered; momentum 0 and > 0 mix (buf = 0*buf + g/avg)."""
+
+    STATE = ("square", "bufs")
 
     def __init__(self, optimizers, params):
         import torch

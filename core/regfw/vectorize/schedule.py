@@ -7,12 +7,15 @@ from regfw.vectorize.bucket_run import BucketTask, run_bucket
 
 
 def run_planned(plan, tasks: list, record, reporter=None, on_fallback=None, jobs: int = 1,
-                watches: dict | None = None) -> BaseException | None:
+                watches: dict | None = None, refill=None, rows: int = 0) -> BaseException | None:
     """Run ``plan`` (a :class:`regfw.vectorize.Plan` over ``tasks``' positions), calling
     ``record(result)`` per point; return the interrupt that stopped the sweep, if any. With
     ``jobs`` > 1, buckets and lone points are tasks for that many worker processes. ``watches``
-    (a search's, by point index, in this process only): see :class:`BucketTask`."""
-    work = [(bucket[0], BucketTask(number, [tasks[i] for i in bucket], watches))
+    (a search's, by point index, in this process only) and ``refill``, ``rows`` (a search's that
+    refills its stacks as their rows end, up to ``rows`` rows): see :class:`BucketTask`."""
+    if jobs > 1 and refill is not None:
+        raise ValueError("a stack is refilled in this process only")
+    work = [(bucket[0], BucketTask(number, [tasks[i] for i in bucket], watches, refill, rows))
             for number, bucket in enumerate(plan.buckets, start=1)]
     work += [(position, tasks[position]) for position, _ in plan.alone]
     work.sort(key=lambda pair: pair[0])

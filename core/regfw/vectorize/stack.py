@@ -29,8 +29,11 @@ class Stack:
     y_test: object = None
     shared_data: bool = False
     direct: bool = False  # True once a forward runs without vmap (regfw.vectorize.direct)
-    completed: int = 0  # the last epoch every living point completed
+    completed: int = 0  # the last step (epoch of a row that joined at the start) every row completed
     positions: list = field(default_factory=list)  # each row's position among the bucket's points
+    # Per row: the steps the stack had taken when it joined (0 unless a search refilled the stack
+    # with it while the others trained on): its own epoch at step t is t - offset.
+    offsets: list = field(default_factory=list)
     row_epochs: int = 0  # epochs trained, summed over the rows: what the stack cost (pruned rows leave it)
     _vmapped: dict = field(default_factory=dict)  # shared -> the forward chosen for that data layout
 
@@ -44,7 +47,7 @@ class Stack:
         copied back first (:meth:`copy_back`); the forwards are rebuilt for the new size."""
         import torch
 
-        index = torch.tensor(rows, device=self.leaves[0].device)
+        index = torch.tensor(rows, dtype=torch.long, device=self.leaves[0].device)
         with torch.no_grad():
             self.leaves = [leaf.detach().index_select(0, index).requires_grad_(True) for leaf in self.leaves]
             self.buffers = {k: v.index_select(0, index) for k, v in self.buffers.items()}
@@ -54,7 +57,44 @@ class Stack:
                     self.x_test, self.y_test = self.x_test.index_select(0, index), self.y_test.index_select(0, index)
         self.states = [self.states[r] for r in rows]
         self.positions = [self.positions[r] for r in rows]
+        self.offsets = [self.offsets[r] for r in rows]
         self._vmapped = {}  # the vmap-free call is built for one size
+
+    def join(self, states: list, positions: list, offset: int) -> None:
+        """``states`` (built points of the stack's group) become new rows after the current ones,
+        at their epoch 1 from the next step while the others train on: a search refilling the slots
+        its finished or pruned trials left. Their data stays one shared tensor only when it equals
+        the stack's."""
+        import torch
+
+        from regfw.vectorize import direct
+
+        new = stack_states(states)
+        transposed = direct.transposed_weights(self.states[0].model if self.states else states[0].model)
+        with torch.no_grad():
+            def cat(name, a, b):
+                both = torch.cat([a.detach(), b.detach()])
+                return both.transpose(1, 2).contiguous().transpose(1, 2) if name in transposed else both
+
+            self.leaves = [cat(n, a, b).requires_grad_(True) for n, a, b in zip(self.names, self.leaves, new.leaves)]
+            self.buffers = {k: torch.cat([v, new.buffers[k]]) for k, v in self.buffers.items()}
+            if not self.states:  # every row had left: the newcomers' data is the stack's
+                self.x, self.y, self.x_test, self.y_test = new.x, new.y, new.x_test, new.y_test
+                self.shared_data = new.shared_data
+            elif not (self.shared_data and new.shared_data and _same([self.x, new.x]) and _same([self.y, new.y])
+                      and (self.x_test is None or (_same([self.x_test, new.x_test])
+                                                   and _same([self.y_test, new.y_test])))):
+                rows = lambda t, shared, n: t.expand(n, *t.shape) if shared else t  # noqa: E731
+                pair = lambda a, b: torch.cat([rows(a, self.shared_data, self.size),  # noqa: E731
+                                               rows(b, new.shared_data, new.size)])
+                self.x, self.y = pair(self.x, new.x), pair(self.y, new.y)
+                if self.x_test is not None:
+                    self.x_test, self.y_test = pair(self.x_test, new.x_test), pair(self.y_test, new.y_test)
+                self.shared_data = False
+        self.states = self.states + list(states)
+        self.positions = self.positions + list(positions)
+        self.offsets = self.offsets + [offset] * len(states)
+        self._vmapped = {}
 
     def forward(self, x, y, *, train: bool = True, shared: bool | None = None):
         """Per-point outputs and losses (N,); ``shared``: x and y are one tensor for every point."""
@@ -191,7 +231,7 @@ def stack_states(states: list) -> Stack:
     pick = (lambda ts: ts[0]) if shared else torch.stack
     stack = Stack(states, base, names, leaves, buffers, states[0].loss_fn,
                   pick([d.x_train for d in data]), pick([d.y_train for d in data]), shared_data=shared,
-                  positions=list(range(len(states))))
+                  positions=list(range(len(states))), offsets=[0] * len(states))
     if data[0].has_test:
         stack.x_test, stack.y_test = pick([d.x_test for d in data]), pick([d.y_test for d in data])
     return stack

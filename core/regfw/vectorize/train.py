@@ -5,6 +5,11 @@ Per step: one vmapped forward of every model on its own batch, the N losses summ
 they share nothing), one stacked optimizer update. Mini-batches come from each point's own
 shuffle generator, drawn as its single run draws them; metrics are the single run's, per point,
 at the same log points.
+
+Rows normally train in step: step t is every row's epoch t. A search may refill the stack with new
+trials as others leave it (:meth:`regfw.vectorize.stack.Stack.join`); such a row's epoch is
+``t - offset``, and each row logs at its own log points (the values of the others are not recorded
+at that step) and ends at its own last epoch.
 """
 
 from __future__ import annotations
@@ -33,16 +38,17 @@ def shuffled_batch(stack, perms, start: int, stop: int):
 
 
 def train_stack(stack, step, recorder, *, on_epoch_end=None) -> int:
-    """Train the stacked points up to ``train.epochs``; return the last epoch completed. Stops
+    """Train the stacked points up to ``train.epochs`` each; return the last step completed. Stops
     early when every point has diverged. However it ends (an interrupt too), each living point's
-    ``history.epochs_done`` is the last epoch completed."""
+    ``history.epochs_done`` is the last epoch it completed. ``on_epoch_end(t)`` after every step
+    may prune rows, end the ones at their last epoch and let new ones join (a search's)."""
     stack.completed = 0
     try:
         return _train(stack, step, recorder, on_epoch_end)
     finally:
-        for position, state in zip(stack.positions, stack.states):  # once, not per epoch: O(N) per step adds up
-            if position not in recorder.dead:
-                state.history.epochs_done = stack.completed
+        for position, state, offset in zip(stack.positions, stack.states, stack.offsets):
+            if position not in recorder.dead:  # once, not per epoch: O(N) per step adds up
+                state.history.epochs_done = max(0, stack.completed - offset)
 
 
 def _train(stack, step, recorder, on_epoch_end) -> int:
@@ -59,17 +65,23 @@ def _train(stack, step, recorder, on_epoch_end) -> int:
     full_batch = batch >= n
     leaves, grad = stack.leaves, torch.autograd.grad
     generators = [s.generator for s in stack.states]
-    done = 0
-    for epoch in range(1, epochs + 1):
-        log_now = epoch % log_every == 0 or epoch == epochs or epoch == 1
+    done = t = 0
+    while stack.size:
+        t += 1
+        if any(stack.offsets):  # rows at their own epochs: each logs at its own points
+            at = [t - offset for offset in stack.offsets]
+            when = [e if e % log_every == 0 or e == epochs or e == 1 else None for e in at]
+            log_now = any(e is not None for e in when)
+        else:
+            when, log_now = None, t % log_every == 0 or t == epochs or t == 1
         if full_batch:
             out, losses = stack.forward(x, y)
             step(grad(losses.sum(), leaves))
             if log_now:
-                recorder.record(epoch, "train_loss", losses)
+                recorder.record(t, "train_loss", losses, when)
                 if accuracy:
-                    recorder.record(epoch, "train_accuracy", _per_point_correct(out.detach(), y if not stack.shared_data
-                                    else y.expand(stack.size, *y.shape), data.task) / n)
+                    recorder.record(t, "train_accuracy", _per_point_correct(out.detach(), y if not stack.shared_data
+                                    else y.expand(stack.size, *y.shape), data.task) / n, when)
         else:
             shared, perms = stack.shared_data, None
             if settings["shuffle"]:
@@ -91,29 +103,30 @@ def _train(stack, step, recorder, on_epoch_end) -> int:
                         target = yb.expand(stack.size, *yb.shape) if shared else yb
                         hits += _per_point_correct(out.detach(), target, data.task)
             if log_now:
-                recorder.record(epoch, "train_loss", total / n)
+                recorder.record(t, "train_loss", total / n, when)
                 if accuracy:
-                    recorder.record(epoch, "train_accuracy", hits / n)
+                    recorder.record(t, "train_accuracy", hits / n, when)
         if log_now and data.has_test:
-            evaluate(stack, accuracy, epoch, recorder)
-        done = stack.completed = epoch
+            evaluate(stack, accuracy, t, recorder, when)
+        done = stack.completed = t
         stack.row_epochs += stack.size
         if on_epoch_end is not None:
-            on_epoch_end(epoch)
-            if leaves is not stack.leaves:  # rows left the stack (a search's pruned trials)
+            on_epoch_end(t)
+            if leaves is not stack.leaves:  # rows left the stack or joined it (a search's)
                 x, y, leaves = stack.x, stack.y, stack.leaves
                 generators = [s.generator for s in stack.states]
         recorder.maybe_drain()
-        if not recorder.alive:
+        if not recorder.alive or all(t - offset >= epochs for offset in stack.offsets):
             break
     recorder.drain()
     return done
 
 
-def evaluate(stack, accuracy: bool, epoch: int, recorder) -> None:
+def evaluate(stack, accuracy: bool, t: int, recorder, when=None) -> None:
     out, losses = stack.forward(stack.x_test, stack.y_test, train=False)
-    recorder.record(epoch, "test_loss", losses)
+    recorder.record(t, "test_loss", losses, when)
     if accuracy:
         target = stack.y_test.expand(stack.size, *stack.y_test.shape) if stack.shared_data else stack.y_test
-        recorder.record(epoch, "test_accuracy",
-                        _per_point_correct(out, target, stack.states[0].data.task) / len(stack.states[0].data.x_test))
+        recorder.record(t, "test_accuracy",
+                        _per_point_correct(out, target, stack.states[0].data.task) / len(stack.states[0].data.x_test),
+                        when)
