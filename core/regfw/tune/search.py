@@ -255,6 +255,8 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
             if tr.error:
                 trial.set_user_attr("regfw.failure", tr.error[:1000])
             study.tell(trial, tr.value if tr.state == "complete" else None, state=state)
+            if callable(getattr(pruner, "forget", None)):
+                pruner.forget()  # the completed trials it read changed
             pending.pop(trial.number, None)
             if tr.run_id:
                 tags = {T.TRIAL_STATE: tr.state}

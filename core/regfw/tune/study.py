@@ -85,12 +85,64 @@ def make_pruner(name: str, epochs: int, every: int):
         return None
     warmup = every * (max(1, epochs // every) // 4)  # in epochs, as the steps are
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=warmup)
+        return CompletedTrialsOnce(optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=warmup))
     if name == "asha":
         return optuna.pruners.SuccessiveHalvingPruner()
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner()
     raise RegfwError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
+
+
+class CompletedTrialsOnce:
+    """The median pruner, reading the study's completed trials once until the next trial is told.
+
+    Optuna's median pruner reads every completed trial from the storage at each report point of
+    each trial (and its cached RDB storage then re-reads every running trial): 16 stacked trials
+    reporting 20 times paid 320 SQLite reads of ~19 ms, a third of the search's time. Only this
+    process tells the study (workers never open it), so the completed trials do not change between
+    two tells: the list is read once and kept until :meth:`forget` (called on every tell) or for
+    ``MAX_AGE`` seconds (another process continuing the same study). The decision is Optuna's own."""
+
+    MAX_AGE = 2.0
+
+    def __init__(self, inner):
+        self.inner, self._completed, self._read_at = inner, None, 0.0
+
+    def forget(self) -> None:
+        self._completed = None
+
+    def prune(self, study, trial) -> bool:
+        return self.inner.prune(_StudyView(study, self), trial)
+
+    def completed(self, study) -> list:
+        import time
+
+        from optuna.trial import TrialState
+
+        if self._completed is None or time.monotonic() - self._read_at > self.MAX_AGE:
+            self._completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            self._read_at = time.monotonic()
+        return self._completed
+
+    def __getattr__(self, name):  # what Optuna asks a pruner beyond prune()
+        return getattr(self.inner, name)
+
+
+class _StudyView:
+    """A study as the wrapped pruner sees it: its completed trials from :class:`CompletedTrialsOnce`."""
+
+    def __init__(self, study, owner: CompletedTrialsOnce):
+        self._study, self._owner = study, owner
+
+    def get_trials(self, deepcopy: bool = True, states=None):
+        from optuna.trial import TrialState
+
+        if not deepcopy and states is not None and tuple(states) == (TrialState.COMPLETE,):
+            return self._owner.completed(self._study)
+        return self._study.get_trials(deepcopy=deepcopy, states=states)
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
 
 
 def open_study(storage_url: str, name: str, direction: str, sampler, pruner, search: dict):

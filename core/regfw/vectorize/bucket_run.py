@@ -110,10 +110,10 @@ def _stack(states, registry):
         return None, f"optimizer '{entry.name}' from plugin '{entry.plugin}' cannot stack: {one_line(exc)}"
 
 
-def _start_runs(tasks, states, plugins, size: int, number: int, share=None, joined_at: int = 0) -> list:
+def _start_runs(tasks, states, plugins, size: int, number: int, share=None, joined_at: int = 0, base=None) -> list:
     from regfw.provenance import run_tags
 
-    base = run_tags(states[0].config, plugins, states[0].device)  # one git call for the bucket
+    base = base or run_tags(states[0].config, plugins, states[0].device)  # one git call for the bucket
     trackers = []
     for task, state in zip(tasks, states):
         joined = {T.JOINED_AT: joined_at} if joined_at else {}  # a search's refill: the stack's step it joined at
@@ -305,6 +305,7 @@ class _Joining:
         self.tasks, self.states, self.trackers, self.outcomes = tasks, states, trackers, outcomes
         self.started, self.watches = started, watches
         self.key, self.rows = group_key(states[0].config), bucket.rows or len(states)
+        self.base_tags = None  # the bucket's provenance, read once (a git call) for every trial that joins
 
     def fits(self, stack, step, state, reference) -> str | None:
         from regfw.vectorize.buckets import group_key
@@ -341,8 +342,12 @@ class _Joining:
             return
         with held() as signals:  # the new runs exist and are part of the stack before a signal stops it
             tasks, states = [task for task, _ in joining], [state for _, state in joining]
+            if self.base_tags is None:
+                from regfw.provenance import run_tags
+
+                self.base_tags = run_tags(states[0].config, self.plugins, states[0].device)
             trackers = _start_runs(tasks, states, self.plugins, self.rows, self.bucket.number,
-                                   share=self.trackers[0] if self.trackers else None, joined_at=t)
+                                   share=self.trackers[0] if self.trackers else None, joined_at=t, base=self.base_tags)
             positions = list(range(len(self.states), len(self.states) + len(states)))
             now = time.monotonic()
             for task, state, tracker, position in zip(tasks, states, trackers, positions):
