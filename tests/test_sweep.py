@@ -261,3 +261,28 @@ def test_run_with_sweep_flag_is_the_same_sweep(invoke, store):
     assert "--run-name does not go with --sweep" in _one_line_error(result)  # --no-track does (test_plugin_messages)
     result = invoke("run", "linear", "--set", "optimizer.lr=0.01,0.1", "--no-track")
     assert "optimizer.lr expects a number" in _one_line_error(result)  # without --sweep: one value
+
+
+def test_points_of_one_sweep_build_one_seeds_data_once_and_start_from_the_same_weights():
+    # Inside a sweep or search (shared_data), a second point of the same dataset and seed reuses the
+    # first one's tensors, and its model starts from exactly the weights a point built alone gets.
+    import torch
+
+    from regfw.build import build_state, shared_data
+    from regfw.config import parse_set, resolve
+    from regfw.device import resolve_device
+    from regfw.plugins import get_plugins
+
+    registry = get_plugins().registry
+    config = lambda *sets: resolve(registry, "mlp-regression", sets=parse_set(["model.hidden=[8]", *sets]))  # noqa: E731
+    alone = build_state(config("optimizer.lr=0.1"), registry, resolve_device("cpu"))
+    with shared_data():
+        first = build_state(config("optimizer.lr=0.01"), registry, resolve_device("cpu"))
+        second = build_state(config("optimizer.lr=0.1"), registry, resolve_device("cpu"))
+        other_seed = build_state(config("seed=1"), registry, resolve_device("cpu"))
+    assert second.data.x_train is first.data.x_train and other_seed.data.x_train is not first.data.x_train
+    assert not torch.equal(other_seed.data.x_train, first.data.x_train)
+    assert torch.equal(second.data.x_train, alone.data.x_train) and second.data.tags == alone.data.tags
+    for mine, theirs in zip(second.model.parameters(), alone.model.parameters()):
+        assert torch.equal(mine, theirs)
+    assert torch.equal(second.generator.get_state(), alone.generator.get_state())

@@ -9,6 +9,7 @@ names the component and its plugin, raised before any MLflow run exists.
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 from regfw.config import PARTS, Config
@@ -91,6 +92,60 @@ def build_data(config: Config, registry) -> Data:
     return data
 
 
+_SHARED: dict | None = None  # (dataset, params, seed) -> (Data, RNG states after it): see shared_data()
+
+
+@contextlib.contextmanager
+def shared_data():
+    """Inside the block, points built in this process that ask for the same dataset (name,
+    params, seed) get the first one's tensors instead of building it again: a sweep or search over
+    optimizer values builds mlp-regression's 10000 x 500 samples once, not once per point (0.44 s
+    each), and its stacks compare their points' data by identity. The global random states a
+    build leaves are restored too, so the model that follows starts from the weights it would
+    get after building the data itself. A file-backed dataset (one with an MLflow ``source``) is
+    always read again. Scoped to one sweep or search: a file replaced between two is read anew."""
+    global _SHARED
+    outer, _SHARED = _SHARED, ({} if _SHARED is None else _SHARED)
+    try:
+        yield
+    finally:
+        _SHARED = outer
+
+
+def _random_states():
+    import numpy
+    import torch
+
+    return torch.get_rng_state(), numpy.random.get_state(), random.getstate()
+
+
+def _restore(states) -> None:
+    import numpy
+    import torch
+
+    torch.set_rng_state(states[0])
+    numpy.random.set_state(states[1])
+    random.setstate(states[2])
+
+
+def _data_for(config: Config, registry) -> Data:
+    """:func:`build_data`, or the data a point of the same sweep built (see :func:`shared_data`)."""
+    import json
+    from dataclasses import replace
+
+    if _SHARED is None:
+        return build_data(config, registry)
+    key = (config.dataset.name, json.dumps(config.dataset.params, sort_keys=True, default=str), config.seed)
+    if key in _SHARED:
+        data, states = _SHARED[key]
+        _restore(states)
+        return replace(data, tags=dict(data.tags), artifacts=dict(data.artifacts))
+    data = build_data(config, registry)
+    if data.source is None:
+        _SHARED[key] = (data, _random_states())
+    return replace(data, tags=dict(data.tags), artifacts=dict(data.artifacts))
+
+
 def build_model(config: Config, registry):
     entry = registry.get("model", config.model.name)
     return _checked(entry, call_factory(entry, config.model.params))
@@ -116,7 +171,7 @@ def build_state(config: Config, registry, device, *, check_size: bool = False) -
     import torch
 
     seed_everything(config.seed)
-    data = build_data(config, registry)
+    data = _data_for(config, registry)
     if check_size:
         from regfw.sizing import check_model_fits
 

@@ -113,9 +113,11 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
 
     try:
         with sigterm_as_interrupt():
+            from regfw.build import shared_data
             from regfw.training import Ways, train_points  # a grid hands every point at once
 
-            interrupted = train_points(tasks, record, Ways(jobs, ray, plan, reporter, on_fallback))
+            with shared_data():  # points of one seed build their data once (in this process)
+                interrupted = train_points(tasks, record, Ways(jobs, ray, plan, reporter, on_fallback))
     except (KeyboardInterrupt, Interrupted) as exc:
         interrupted = exc
     finally:

@@ -273,7 +273,9 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
     from regfw.tune.execute import refillable, train_trials
 
     try:
-        with sigterm_as_interrupt():
+        from regfw.build import shared_data
+
+        with sigterm_as_interrupt(), shared_data():  # trials of one seed build their data once
             asked = 0
             refilling = refillable(search)
 
