@@ -66,9 +66,11 @@ def default_study(experiment: str, record: dict) -> str:
 @click.option("--storage", metavar="URL",
               help="Optuna RDB storage (default: sqlite optuna.db beside a SQLite run store).")
 @click.option("--vectorize", is_flag=True,
-              help="Ask trials together and train them as one stacked program (docs/tuning.md, 'Stacked trials').")
+              help="Train trials together as one stacked program; over seeds and optimizer values, a trial that ends "
+                   "gives its row to a new one "
+                   "(docs/tuning.md, 'Stacked trials').")
 @click.option("--batch", type=click.IntRange(min=2), metavar="N",
-              help="With --vectorize: at most N trials asked together and stacked (default 8, at most --trials).")
+              help="With --vectorize: the stack's rows, N trials training at once (default 8, at most --trials).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Trials trained at once: N worker processes (--backend local), or N Ray tasks in flight "
                    "(--backend ray, default its CPUs); each wave of N trials is asked together.")
