@@ -89,7 +89,6 @@ def test_bad_forms_are_one_line(text, words):
     (["--space", LR, "--report-every", "3", "--log-every", "2"], "not a multiple"),
     (["--space", LR, "--batch", "4"], "goes with --vectorize"),
     (["--space", LR, "--study", " "], "--study needs a name"),
-    (["--space", LR, "--jobs", "2", "--pruner", "median"], "--pruner needs each trial's values as they come"),
     (["--space", LR, "--backend", "ray", "--vectorize"], "does not combine with --backend ray"),
     (["--space", LR, "--ray-address", "auto"], "--ray-address goes with --backend ray"),
     (["--space", "optimizer.momentum=choice(0.5,-1)"], "must be at least"),
@@ -190,10 +189,19 @@ def test_a_study_is_recorded_reproducible_and_continued(store, tmp_path):
 
 
 @pytest.mark.slow
-def test_pruned_trials_stop_early_with_their_curve(store):
+@pytest.mark.parametrize("ways", [
+    pytest.param([], id="here"),
+    pytest.param(["--jobs", 2], id="jobs"),  # the workers ask the tune process at each report point
+    pytest.param(["--backend", "ray", "--jobs", 2], id="ray", marks=pytest.mark.xdist_group("ray")),
+    pytest.param(["--jobs", 2, "--vectorize", "--batch", 2], id="jobs-stacked"),  # a pruned row leaves its stack
+])
+def test_pruned_trials_stop_early_with_their_curve(store, ways):
+    if "ray" in ways:
+        pytest.importorskip("ray")
     result = _tune(store, "--trials", 10, "--epochs", 400, "--seed", 0, "--study", "p", "--pruner", "median",
-                   "--report-every", 20, "--sampler", "random")
+                   "--report-every", 20, "--sampler", "random", *ways)
     assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
     trials = _study(store, "p").trials
     pruned = [t for t in trials if t.state.name == "PRUNED"]
     assert pruned, [t.state.name for t in trials]
@@ -208,14 +216,27 @@ def test_pruned_trials_stop_early_with_their_curve(store):
         curve = client.get_metric_history(run.info.run_id, stored("train_loss"))
         assert max(m.step for m in curve) == epoch
         assert sorted(trial.intermediate_values) == list(range(20, epoch + 1, 20))
+    for trial in trials:  # every trial reported at its report points, wherever it trained
+        assert sorted(trial.intermediate_values)[:5] == [20, 40, 60, 80, 100]
+    runs = {int(r.data.tags["regfw.trial"]): r for r in _runs(store) if r.data.tags.get("regfw.trial")}
+    if ways == ["--jobs", 2]:  # one pool for the whole search: a trial asked as another ends takes its worker
+        assert len({runs[n].data.tags["regfw.pid"] for n in runs}) == 2
+    if ways:  # a trial starts as soon as it is asked, not after a wait for the runs of earlier trials
+        size = 4 if "--vectorize" in ways else 2
+        for first in range(size, 10, size):
+            started = min(runs[n].info.start_time for n in range(first, min(first + size, 10)))
+            ended = max(runs[n].info.end_time for n in range(first - size, first))
+            assert started - ended < 30_000, (first, started - ended)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("ways", [pytest.param([], id="here"),  # workers waiting for a verdict stop too
+                                  pytest.param(["--jobs", "2", "--pruner", "median", "--report-every", "200"], id="jobs")])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_stopped_search_leaves_nothing_running(store, signum):
+def test_a_stopped_search_leaves_nothing_running(store, signum, ways):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("REGFW_")}
     proc = subprocess.Popen([REGFW, "tune", "quadratic-linear", "--space", LR, "--space", MOMENTUM,
-                             "--tracking-uri", store, "--trials", "50", "--epochs", "200000", "--study", "x"],
+                             "--tracking-uri", store, "--trials", "50", "--epochs", "200000", "--study", "x", *ways],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env | {"OMP_NUM_THREADS": "1"})
     try:

@@ -73,7 +73,8 @@ def default_study(experiment: str, record: dict) -> str:
               help="With --vectorize: the stack's rows, N trials training at once (default 8, at most --trials).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Trials trained at once: N worker processes (--backend local), or N Ray tasks in flight "
-                   "(--backend ray, default its CPUs); each wave of N trials is asked together.")
+                   "(--backend ray, default its CPUs); a new trial is asked as each ends (with --vectorize: "
+                   "N stacks, asked in waves).")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: here (--jobs processes); ray: every trial a Ray task (docs/scaling.md).")
 @click.option("--ray-address", metavar="ADDRESS",
@@ -116,8 +117,9 @@ def tune(**kwargs):
     if not quiet:
         batch = min(search.wave, search.trials or search.wave)
         how = (f"asked {batch} at a time and stacked" if search.stack > 1 else
-               f"asked {batch} at a time, as Ray tasks" if search.ray is not None else
-               f"asked {batch} at a time, in {search.jobs} processes" if search.jobs > 1 else "one after another")
+               f"{batch} at once as Ray tasks, a new one asked as each ends" if search.ray is not None else
+               f"{batch} at once in {search.jobs} processes, a new one asked as each ends" if search.jobs > 1
+               else "one after another")
         amount = f"{search.trials} trial{'s' * (search.trials != 1)}" if search.trials else "trials"
         until = f" for {search.timeout:g} s" if search.timeout else ""
         click.echo(f"study {search.study}: {amount}{until} of {search.experiment}, {search.metric} "
@@ -166,10 +168,6 @@ def _search_from_options(registry, kwargs: dict):
         raise RegfwError("--ray-address goes with --backend ray")
     if backend == "ray" and kwargs["vectorize"]:
         raise RegfwError("--vectorize does not combine with --backend ray yet: use one or the other")
-    if (jobs > 1 or backend == "ray") and kwargs["pruner"] != "none":
-        where = "Ray tasks" if backend == "ray" else "--jobs worker processes"
-        raise RegfwError(f"--pruner needs each trial's values as they come, and {where} hand back a trial's "
-                         "result only when it ends: prune with trials trained in this process (no --jobs)")
     if kwargs["batch"] and not kwargs["vectorize"]:
         raise RegfwError("--batch goes with --vectorize")
     seed = kwargs.pop("seed")  # the search's seed; a run's own seed is --set seed=N or --space seed=...

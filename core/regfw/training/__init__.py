@@ -5,7 +5,9 @@ hand them to :func:`train_points` with the :class:`Ways` they are to train in, a
 point's :class:`regfw.training.points.PointResult` through ``record`` as soon as it ends. A grid hands
 all its points at once; a search hands the points its study asked for (a wave), tells the study
 each result as ``record`` hears it, and hands the next wave. A search's ``watches`` (by point index)
-see every epoch of a point trained in this process (its report points, for pruning).
+see every epoch of a point trained in this process (its report points, for pruning); a point trained
+in a worker process or on Ray asks this process at its report points instead
+(:mod:`regfw.training.reports`).
 
 The ways: one after another here (:func:`regfw.training.points.run_in_order`), ``--jobs`` worker
 processes (:mod:`regfw.training.pool`), Ray tasks (:mod:`regfw.training.ray_backend`), and stacked
@@ -25,14 +27,15 @@ class Ways:
     plan: object = None  # a regfw.vectorize.Plan over the tasks' positions: stacked buckets
     reporter: object = None  # a point's progress, for points trained here
     on_fallback: object = None  # (indices, reason): a bucket whose built points did not stack
-    watches: dict | None = None  # a search's, by point index: points trained in this process only
-    # A search's, with plan and in this process only: refill(n) -> up to n (PointTask, watch) that
-    # join a stack as its rows end, up to `rows` rows at once (regfw.vectorize.bucket_run).
+    watches: dict | None = None  # a search's, by point index (see regfw.training.reports for workers)
+    # A search's: refill(n) -> up to n more (PointTask, watch or None), asked as points end. With plan
+    # (in this process only): they join a stack as its rows end, up to `rows` rows at once
+    # (regfw.vectorize.bucket_run); with --jobs or Ray, they keep `jobs` points out.
     refill: object = None
     rows: int = 0
 
     def where(self) -> str:
-        """Why ``watches`` cannot be honoured, or ''."""
+        """Why ``refill`` cannot be honoured (the points train elsewhere), or ''."""
         if self.ray is not None:
             return "Ray tasks"
         if self.jobs > 1:
@@ -44,9 +47,9 @@ def train_points(tasks: list, record, ways: Ways | None = None) -> BaseException
     """Train ``tasks`` the ``ways`` say, ``record(result)`` as each ends; the interrupt that
     stopped them (Ctrl-C, SIGTERM), or None."""
     ways = ways or Ways()
-    if (ways.watches or ways.refill) and ways.where():
-        raise ValueError(f"watches and refills need the points trained in this process, not by {ways.where()}")
     if ways.plan is not None:
+        if ways.refill and ways.where():
+            raise ValueError(f"a stack is refilled in this process, not by {ways.where()}")
         from regfw.vectorize.schedule import run_planned
 
         return run_planned(ways.plan, tasks, record, ways.reporter, ways.on_fallback, jobs=ways.jobs,
@@ -54,11 +57,11 @@ def train_points(tasks: list, record, ways: Ways | None = None) -> BaseException
     if ways.ray is not None:
         from regfw.training.ray_backend import run_ray
 
-        return run_ray(tasks, record, ways.ray)
+        return run_ray(tasks, record, ways.ray, ways.watches, ways.refill, ways.jobs)
     if ways.jobs > 1:
         from regfw.training.pool import run_parallel
 
-        return run_parallel(tasks, ways.jobs, record)
+        return run_parallel(tasks, ways.jobs, record, ways.watches, ways.refill)
     from regfw.training.points import run_in_order
 
     return run_in_order(tasks, record, ways.reporter, ways.watches)

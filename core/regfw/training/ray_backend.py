@@ -170,8 +170,9 @@ def plugins_needed(config) -> dict[str, str]:
             if name in plugins.info}
 
 
-def run_on_worker(task: PointTask, needs: dict[str, str], attempt: int) -> PointResult:
-    """A Ray task: check the point's plugins load here, then run it like any sweep point."""
+def run_on_worker(task: PointTask, needs: dict[str, str], attempt: int, watch=None) -> PointResult:
+    """A Ray task: check the point's plugins load here, then run it like any sweep point (``watch``:
+    a search's, asking the driver at the report points: :mod:`regfw.training.reports`)."""
     import ray
 
     from regfw.plugins import get_plugins
@@ -190,7 +191,7 @@ def run_on_worker(task: PointTask, needs: dict[str, str], attempt: int) -> Point
     task.tags = task.tags | {T.RAY_NODE: node, T.HOST: socket.gethostname(), T.PID: os.getpid()}
     if attempt > 1:
         task.tags[T.ATTEMPT] = attempt
-    return run_point(task)
+    return run_point(task, watch=watch)
 
 
 def cancellable() -> None:
@@ -207,31 +208,59 @@ def cancellable() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def run_ray(tasks: list[PointTask], record, options: RayOptions) -> BaseException | None:
+def run_ray(tasks: list[PointTask], record, options: RayOptions, watches: dict | None = None,
+            refill=None, jobs: int = 0) -> BaseException | None:
     """Run ``tasks`` as Ray tasks on the cluster :func:`connect` reached, calling ``record(result)``
-    as each ends; return the interrupt that stopped them, if any. Leaves Ray at the end."""
+    as each ends; return the interrupt that stopped them, if any. Leaves Ray at the end (unless
+    ``options.keep``). A search's ``watches`` (by point index) are answered here as the tasks reach
+    their report points (:mod:`regfw.training.reports`); its ``refill(n)`` hands up to n more
+    (PointTask, watch or None) as points end, so ``jobs`` points stay out."""
     import ray
 
     remote = ray.remote(run_on_worker).options(num_cpus=options.cpus_per_point, num_gpus=options.gpus_per_point,
                                                max_retries=0, retry_exceptions=False)
-    needs = {task.index: plugins_needed(task.config) for task in tasks}
-    submit = lambda task, attempt: remote.remote(task, needs[task.index], attempt)  # noqa: E731
+    needs: dict = {}
+    judges = None
+    if watches or refill is not None:
+        from regfw.training.reports import Judges, ray_channel
+
+        judges = Judges(watches or {}, ray_channel(), max(len(tasks), jobs, len(watches or {})))
+
+    def submit(task, attempt):
+        if task.index not in needs:
+            needs[task.index] = plugins_needed(task.config)
+        asking = judges.asking(task.index) if judges is not None else None
+        return remote.remote(task, needs[task.index], attempt, asking)
+
     running = {submit(task, 1): (task, 1) for task in tasks}
     try:
         while running:
-            done, _ = ray.wait(list(running), num_returns=len(running), timeout=0.5)
+            if judges is not None:  # answer report points promptly; a point's end can wait a little
+                judges.answer(timeout=0.05)
+                done, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
+            else:
+                done, _ = ray.wait(list(running), num_returns=len(running), timeout=0.5)
             for ref in done:
                 task, attempt = running.pop(ref)
                 result = _result(ref, task, attempt, options.retries)
                 if result is None:
                     running[submit(task, attempt + 1)] = (task, attempt + 1)
                 else:
+                    if judges is not None:
+                        judges.release(task.index)
                     record(result)
+            if done and refill is not None and len(running) < jobs:
+                for task, watch in refill(jobs - len(running)):  # asked now that the ended ones are told
+                    if watch is not None:
+                        judges.add(task.index, watch)
+                    running[submit(task, 1)] = (task, 1)
         return None
     except (KeyboardInterrupt, Interrupted) as exc:
         _stop(running, record)
         return exc
     finally:
+        if judges is not None:
+            judges.channel.close()
         if not options.keep:
             ray.shutdown()
 

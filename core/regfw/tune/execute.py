@@ -31,10 +31,14 @@ class TrialResult:
 
 
 def refillable(search) -> bool:
-    """Every trial asked later can take a row of the running stack: the search is stacked, in this
-    process, and every searched key is one a stack holds per row (the seed, a numeric optimizer
-    value: :func:`regfw.vectorize.buckets.group_key` leaves them out)."""
-    if search.stack < 2 or search.jobs > 1 or search.ray is not None:
+    """Trials asked as others end can take their place: in ``--jobs`` workers or on Ray, one trial
+    at a time, whatever is searched; in a stack (in this process), when every searched key is one a
+    stack holds per row (the seed, a numeric optimizer value: :func:`regfw.vectorize.buckets.group_key`
+    leaves them out). Stacks in workers go in waves."""
+    elsewhere = search.jobs > 1 or search.ray is not None
+    if search.stack < 2:
+        return elsewhere
+    if elsewhere:
         return False
 
     def per_row(dim) -> bool:
@@ -62,8 +66,8 @@ def train_trials(search, registry, trials, uri: str, experiment_name: str, paren
                  watch=None, reporter=None, on_plan=None, ask_more=None):
     """Hand a wave of asked trials to the execution layer (:func:`regfw.training.train_points`) the
     way ``search`` says (here, ``--jobs``, Ray, stacked), telling each trial as its point ends.
-    ``ask_more(n)`` (stacked, :func:`refillable`): up to n more trials, asked when a stack's rows
-    end, to take them."""
+    ``ask_more(n)`` (:func:`refillable`): up to n more trials, asked as trials end (a stack's rows, a
+    worker's trial), to take their place."""
     from regfw.training.points import NOT_RUN
     from regfw.training import Ways, train_points
 
@@ -86,9 +90,9 @@ def train_trials(search, registry, trials, uri: str, experiment_name: str, paren
     ways = Ways(jobs=search.jobs, ray=search.ray, reporter=reporter if search.jobs == 1 else None)
     if search.stack > 1 and len(tasks) > 1:
         ways.plan, ways.on_fallback = _plan(search, registry, tasks, on_plan, refilled=ask_more is not None)
-    if watch is not None and not ways.where():
+    if watch is not None:  # trials trained elsewhere ask this process at their report points
         ways.watches = {task.index: watch(trial) for trial, task in tasks}
-    if ways.plan is not None and ask_more is not None and not ways.where():
+    if ask_more is not None and (ways.plan is not None) != bool(ways.where()):  # see refillable()
         def refill(n: int) -> list:
             joining = []
             for trial in ask_more(n):

@@ -76,30 +76,44 @@ def objective_metrics(base, data) -> list[str]:
     return [f"{p}{c}" for c in curves for p in ("final_", "best_")] + ["train_seconds"]
 
 
-class Reporting:
-    """A trial's intermediate values at its report points, and the pruner's verdict on them."""
+class ReportPoints:
+    """Where a trial's intermediate values are taken and what they are: the value of ``curve`` (or its
+    best so far) every ``every`` epochs and at the last. Picklable: a worker takes them too."""
 
-    def __init__(self, trial, curve: str, every: int, epochs: int, best: bool, maximize: bool, prune: bool):
-        self.trial, self.curve, self.every, self.epochs = trial, curve, every, epochs
-        self.best, self.maximize, self.prune = best, maximize, prune
+    def __init__(self, curve: str, every: int, epochs: int, best: bool, maximize: bool):
+        self.curve, self.every, self.epochs, self.best, self.maximize = curve, every, epochs, best, maximize
 
-    def value_at(self, points: list) -> float:
+    def value(self, epoch: int, history, recorder) -> float | None:
+        """The intermediate value after ``epoch``, or None (not a report point, or not finite)."""
+        if epoch % self.every and epoch != self.epochs:
+            return None
+        recorder.drain()  # the values of this epoch leave the device now: one sync per report point
+        points = history.curves.get(self.curve)
+        if not points or points[-1][0] != epoch or not math.isfinite(points[-1][1]):
+            return None
         if not self.best:
             return points[-1][1]
         values = [v for _, v in points]
         return max(values) if self.maximize else min(values)
 
+
+class Reporting:
+    """A trial's watch: its intermediate values at its report points, and the pruner's verdict on
+    them. A trial trained in a worker reaches :meth:`judge` through ``regfw.training.reports``."""
+
+    def __init__(self, trial, points: ReportPoints, prune: bool):
+        self.trial, self.points, self.prune = trial, points, prune
+
+    def judge(self, epoch: int, value: float) -> bool:
+        """Report ``value`` at ``epoch`` to the study; whether the pruner stops the trial there."""
+        self.trial.report(value, epoch)
+        return self.prune and epoch < self.points.epochs and self.trial.should_prune()
+
     def __call__(self, epoch: int, history, recorder) -> None:
         from regfw.runner import Pruned
 
-        if epoch % self.every and epoch != self.epochs:
-            return
-        recorder.drain()  # the values of this epoch leave the device now: one sync per report point
-        points = history.curves.get(self.curve)
-        if not points or points[-1][0] != epoch or not math.isfinite(points[-1][1]):
-            return
-        self.trial.report(self.value_at(points), epoch)
-        if self.prune and epoch < self.epochs and self.trial.should_prune():
+        value = self.points.value(epoch, history, recorder)
+        if value is not None and self.judge(epoch, value):
             raise Pruned(epoch)
 
 
@@ -224,9 +238,9 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
                 trials = ask(search.wave)
                 watch = None
                 if curve is not None:  # stacked too: each member reports its own values as they come
-                    watch = lambda trial: Reporting(trial, curve, search.report_every, epochs,  # noqa: E731
-                                                    search.metric.startswith("best_"),
-                                                    search.direction == "maximize", pruner is not None)
+                    points = ReportPoints(curve, search.report_every, epochs, search.metric.startswith("best_"),
+                                          search.direction == "maximize")
+                    watch = lambda trial: Reporting(trial, points, pruner is not None)  # noqa: E731
                 interrupted = train_trials(search, registry, trials, uri, experiment_name, parent_id, tell,
                                            watch=watch, reporter=reporter, on_plan=on_plan,
                                            ask_more=ask if refilling else None)

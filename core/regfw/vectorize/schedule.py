@@ -11,8 +11,9 @@ def run_planned(plan, tasks: list, record, reporter=None, on_fallback=None, jobs
     """Run ``plan`` (a :class:`regfw.vectorize.Plan` over ``tasks``' positions), calling
     ``record(result)`` per point; return the interrupt that stopped the sweep, if any. With
     ``jobs`` > 1, buckets and lone points are tasks for that many worker processes. ``watches``
-    (a search's, by point index, in this process only) and ``refill``, ``rows`` (a search's that
-    refills its stacks as their rows end, up to ``rows`` rows): see :class:`BucketTask`."""
+    (a search's, by point index; workers ask this process at their report points) and ``refill``,
+    ``rows`` (a search's that refills its stacks as their rows end, up to ``rows`` rows, in this
+    process only): see :class:`BucketTask`."""
     if jobs > 1 and refill is not None:
         raise ValueError("a stack is refilled in this process only")
     work = [(bucket[0], BucketTask(number, [tasks[i] for i in bucket], watches, refill, rows))
@@ -22,7 +23,7 @@ def run_planned(plan, tasks: list, record, reporter=None, on_fallback=None, jobs
     if jobs > 1:
         from regfw.training.pool import run_parallel
 
-        return run_parallel([item for _, item in work], jobs, record)
+        return run_parallel([item for _, item in work], jobs, record, watches)
     for _, item in work:
         if isinstance(item, BucketTask):
             stopped = run_bucket(item, record, on_fallback)
