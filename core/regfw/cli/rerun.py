@@ -114,8 +114,9 @@ def rerun_one(recorded, config, plugins, *, verify, tolerance, experiment_name, 
     if world > 1 and parallel is None:  # the same world size: the same shards, the same sums
         launch_and_exit(world, config)  # what no rank could train is refused once, before torchrun
     speaks = parallel is None or parallel.leader
+    pruned_at = _pruned_at(recorded.tags)
     tracker = MlflowTracker(recorded.uri, experiment_name or recorded.experiment_name,
-                            extra_tags={T.RERUN_OF: recorded.run_id})
+                            extra_tags={T.RERUN_OF: recorded.run_id} | ({T.PRUNED_AT: pruned_at} if pruned_at else {}))
     found = {}
 
     def before_start(tags):
@@ -126,12 +127,14 @@ def rerun_one(recorded, config, plugins, *, verify, tolerance, experiment_name, 
                        f"{processes}")
             for line in environment.table(env):
                 click.echo(line)
+            if pruned_at:
+                click.echo(f"  the original trial was pruned by its study after epoch {pruned_at}: this rerun stops there too")
 
     reporter = Reporter("quiet" if quiet else "auto")
     try:
         with sigterm_as_interrupt():
             outcome = execute(config, plugins, tracker, run_name=f"{recorded.run_name} (rerun)", reporter=reporter,
-                              parallel=parallel, before_start=before_start)
+                              parallel=parallel, before_start=before_start, watch=_stop_at(pruned_at))
     except (Interrupted, KeyboardInterrupt) as exc:
         click.echo("regfw: error: interrupted before the rerun started", err=True)
         return getattr(exc, "exit_code", 130)
@@ -161,6 +164,31 @@ def rerun_one(recorded, config, plugins, *, verify, tolerance, experiment_name, 
     return outcome.exit_code or (0 if verdict.identical else DIFFERS_EXIT)
 
 
+def _pruned_at(tags: dict) -> int | None:
+    """The epoch after which a search's pruner stopped the original (a pruned trial), or None."""
+    from regfw.store import tags as T
+
+    try:
+        return int(tags[T.PRUNED_AT]) if T.PRUNED_AT in tags else None
+    except ValueError:
+        return None
+
+
+def _stop_at(epoch: int | None):
+    """A watch (``runner.execute``) that stops the rerun where its original trial was pruned: what
+    the trial recorded is what it trained, and a rerun of the whole schedule would not compare."""
+    if epoch is None:
+        return None
+
+    def watch(done: int, history, recorder) -> None:
+        from regfw.runner import Pruned
+
+        if done >= epoch:
+            raise Pruned(done)
+
+    return watch
+
+
 def _stacking(tags: dict) -> str:
     """How a sweep point trained: its bucket's tag (``bucket 1, 4 points``), or alone."""
     from regfw.store import tags as T
@@ -186,7 +214,7 @@ def rerun_sweep(found, *, verify, tolerance, experiment_name, jobs, vectorize, b
                    f"{'s' * (total != 1)}, {parent.status}) in {parent.uri}")
     ray = None
     if backend == "ray":
-        from regfw.training.ray_backend import RayOptions
+        from regfw.training.ray_cluster import RayOptions
 
         ray = RayOptions(ray_address, announce=None if quiet else click.echo)
 
