@@ -190,6 +190,34 @@ def test_a_sweep_on_a_ray_cluster_retries_a_point_whose_worker_was_killed(cluste
 
 
 @pytest.mark.slow
+def test_a_stacked_bucket_trains_as_one_ray_task_and_is_retried_whole_when_its_worker_dies(cluster):
+    server = cluster["server"]
+    proc = sweep(cluster, "ray-stacked", "linear", "--set", "optimizer.lr=0.01,0.02,0.05", "--epochs", 150000,
+                 "--vectorize", "--retries", 1)
+    try:
+        running = server.wait_for("ray-stacked", lambda runs: len(runs) == 3 and all(
+            r["status"] == "RUNNING" and server.steps(r["id"]) for r in runs), proc)
+        pids = {r["tags"]["regfw.pid"] for r in running}
+        assert len(pids) == 1, running  # one task, one worker: the bucket's three points stacked in it
+        os.kill(int(pids.pop()), signal.SIGKILL)  # a worker of the head started above
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert "vectorized: 3 points in 1 bucket" in out and "3 finished, 0 failed" in out and err == ""
+    parent = next(r for r in server.runs("ray-stacked") if r["tags"].get("regfw.role") == "sweep")
+    children = [r for r in server.runs("ray-stacked") if r["tags"].get("mlflow.parentRunId") == parent["id"]]
+    assert sorted(c["params"]["optimizer.lr"] for c in children) == ["0.01", "0.02", "0.05"]
+    for child in children:  # the retried bucket: every point again, whole, in a new worker
+        assert child["status"] == "FINISHED" and server.steps(child["id"])[-1] == 150000
+        assert child["tags"]["regfw.bucket"].startswith("bucket 1, 3 points") and child["tags"]["regfw.attempt"] == "2"
+        assert child["tags"]["regfw.ray_node"] and child["tags"]["regfw.pid"] not in {r["tags"]["regfw.pid"] for r in running}
+    dead = [r for r in server.runs("ray-stacked", "DELETED_ONLY") if r["id"] in {x["id"] for x in running}]
+    assert len(dead) == 3 and all(r["status"] == "FAILED" and "worker died in attempt 1" in r["tags"]["regfw.failure"]
+                                  for r in dead)
+
+
+@pytest.mark.slow
 def test_a_killed_worker_fails_its_point_and_ctrl_c_ends_the_running_ones_killed(cluster):
     server = cluster["server"]
     proc = sweep(cluster, "ray-faults", "linear", "--seeds", "0,1,2", *LONG)

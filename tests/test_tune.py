@@ -89,7 +89,6 @@ def test_bad_forms_are_one_line(text, words):
     (["--space", LR, "--report-every", "3", "--log-every", "2"], "not a multiple"),
     (["--space", LR, "--batch", "4"], "goes with --vectorize"),
     (["--space", LR, "--study", " "], "--study needs a name"),
-    (["--space", LR, "--backend", "ray", "--vectorize"], "does not combine with --backend ray"),
     (["--space", LR, "--ray-address", "auto"], "--ray-address goes with --backend ray"),
     (["--space", "optimizer.momentum=choice(0.5,-1)"], "must be at least"),
 ])
@@ -194,6 +193,8 @@ def test_a_study_is_recorded_reproducible_and_continued(store, tmp_path):
     pytest.param(["--jobs", 2], id="jobs"),  # the workers ask the tune process at each report point
     pytest.param(["--backend", "ray", "--jobs", 2], id="ray", marks=pytest.mark.xdist_group("ray")),
     pytest.param(["--jobs", 2, "--vectorize", "--batch", 2], id="jobs-stacked"),  # a pruned row leaves its stack
+    pytest.param(["--backend", "ray", "--jobs", 2, "--vectorize", "--batch", 2], id="ray-stacked",
+                 marks=pytest.mark.xdist_group("ray")),
 ])
 def test_pruned_trials_stop_early_with_their_curve(store, ways):
     if "ray" in ways:
@@ -333,6 +334,12 @@ def test_a_pruned_trial_leaves_its_stack_and_stacked_trials_match_trials_run_alo
     assert again[0].value == pytest.approx(kept.value, rel=1e-5)
     for epoch, value in stopped.intermediate_values.items():
         assert again[1].intermediate_values[epoch] == pytest.approx(value, rel=1e-5)
+
+    # `regfw rerun --verify` of the pruned trial stops where it was pruned and reproduces what it recorded.
+    rerun = invoke("rerun", stopped.user_attrs["regfw.run_id"], "--verify", "--tracking-uri", store)
+    assert rerun.exit_code == 0, rerun.output
+    assert f"pruned by its study after epoch {at[stopped.number]}: this rerun stops there too" in rerun.output
+    assert "all equal within relative 1e-05" in rerun.output
 
 
 @pytest.mark.slow

@@ -85,7 +85,8 @@ def _grid_from_options(plugins, kwargs: dict, start=None):
 @click.option("--max-bucket", type=click.IntRange(min=1), metavar="N",
               help="With --vectorize: at most N points per stacked program (default: a memory budget).")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: here (--jobs processes); ray: every point a Ray task (docs/scaling.md, 'Sweeps on Ray').")
+              help="local: here (--jobs processes); ray: every point (or --vectorize bucket) a Ray task "
+                   "(docs/scaling.md, 'Sweeps on Ray').")
 @click.option("--ray-address", metavar="ADDRESS",
               help="With --backend ray: the cluster (auto, HOST:PORT, ray://HOST:10001; default $RAY_ADDRESS, "
                    "else a local Ray instance).")
@@ -243,15 +244,13 @@ def _ray_options(kwargs: dict, quiet: bool):
     if kwargs["jobs"] > 1:
         raise RegfwError("--jobs is for --backend local; on Ray, the free CPUs and --cpus-per-point set how many "
                          "points run at once")
-    if kwargs["vectorize"]:
-        raise RegfwError("--vectorize does not combine with --backend ray yet: use one or the other")
     import math
 
     for name in ("cpus_per_point", "gpus_per_point"):  # click's FloatRange lets nan and inf through
         if not math.isfinite(kwargs[name]):
             raise RegfwError(f"--{name.replace('_', '-')} must be a finite number of CPUs or GPUs, got {kwargs[name]} "
                              "(before Ray is started)")
-    from regfw.training.ray_backend import RayOptions, load_runtime_env
+    from regfw.training.ray_cluster import RayOptions, load_runtime_env
 
     env = load_runtime_env(kwargs["ray_runtime_env"]) if kwargs["ray_runtime_env"] else None
     return RayOptions(kwargs["ray_address"], kwargs["cpus_per_point"], kwargs["gpus_per_point"], kwargs["retries"],

@@ -76,7 +76,8 @@ def default_study(experiment: str, record: dict) -> str:
                    "(--backend ray, default its CPUs); a new trial is asked as each ends (with --vectorize: "
                    "N stacks, asked in waves).")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: here (--jobs processes); ray: every trial a Ray task (docs/scaling.md).")
+              help="local: here (--jobs processes); ray: every trial (or --vectorize stack) a Ray task "
+                   "(docs/scaling.md).")
 @click.option("--ray-address", metavar="ADDRESS",
               help="With --backend ray: the cluster (auto, HOST:PORT, ray://HOST:10001; default $RAY_ADDRESS, "
                    "else a local Ray instance).")
@@ -166,8 +167,6 @@ def _search_from_options(registry, kwargs: dict):
     ray_address = kwargs.pop("ray_address")
     if ray_address and backend != "ray":
         raise RegfwError("--ray-address goes with --backend ray")
-    if backend == "ray" and kwargs["vectorize"]:
-        raise RegfwError("--vectorize does not combine with --backend ray yet: use one or the other")
     if kwargs["batch"] and not kwargs["vectorize"]:
         raise RegfwError("--batch goes with --vectorize")
     seed = kwargs.pop("seed")  # the search's seed; a run's own seed is --set seed=N or --space seed=...
@@ -210,7 +209,7 @@ def _search_from_options(registry, kwargs: dict):
     if backend == "ray":
         import os
 
-        from regfw.training.ray_backend import RayOptions
+        from regfw.training.ray_cluster import RayOptions
 
         search.ray = RayOptions(ray_address, announce=None if kwargs["quiet"] else click.echo)
         if jobs == 1:

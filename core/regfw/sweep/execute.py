@@ -57,7 +57,7 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
     before any run exists; ``on_plan(plan)`` sees the plan, ``on_fallback(indices, reason)`` a
     bucket whose built points turned out not to stack (they then run the normal way).
 
-    ``ray``: a :class:`regfw.training.ray_backend.RayOptions`: the points run as Ray tasks; Ray is
+    ``ray``: a :class:`regfw.training.ray_cluster.RayOptions`: the points run as Ray tasks; Ray is
     reached and checked before any run exists.
 
     ``tags``: added to the parent and every point's run (``regfw.started_from``, ``regfw.rerun_of``)."""
@@ -76,7 +76,7 @@ def run_sweep(grid: Grid, uri: str | None, experiment_name: str, *, jobs: int = 
             on_plan(plan)
 
     if ray is not None:
-        from regfw.training.ray_backend import connect
+        from regfw.training.ray_cluster import connect
 
         connect(ray, uri, grid.points)
     sweep_id = uuid.uuid4().hex[:12]

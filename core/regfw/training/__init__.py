@@ -11,7 +11,7 @@ in a worker process or on Ray asks this process at its report points instead
 
 The ways: one after another here (:func:`regfw.training.points.run_in_order`), ``--jobs`` worker
 processes (:mod:`regfw.training.pool`), Ray tasks (:mod:`regfw.training.ray_backend`), and stacked
-buckets (:mod:`regfw.vectorize.schedule`, itself here or in ``--jobs`` workers). A fifth way is one
+buckets (:mod:`regfw.vectorize.schedule`, itself here, in ``--jobs`` workers or as Ray tasks). A fifth way is one
 more module and one more branch here.
 """
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 @dataclass
 class Ways:
     jobs: int = 1  # worker processes (1: this process)
-    ray: object = None  # a regfw.training.ray_backend.RayOptions: every point a Ray task
+    ray: object = None  # a regfw.training.ray_cluster.RayOptions: every point a Ray task
     plan: object = None  # a regfw.vectorize.Plan over the tasks' positions: stacked buckets
     reporter: object = None  # a point's progress, for points trained here
     on_fallback: object = None  # (indices, reason): a bucket whose built points did not stack
@@ -53,7 +53,7 @@ def train_points(tasks: list, record, ways: Ways | None = None) -> BaseException
         from regfw.vectorize.schedule import run_planned
 
         return run_planned(ways.plan, tasks, record, ways.reporter, ways.on_fallback, jobs=ways.jobs,
-                           watches=ways.watches, refill=ways.refill, rows=ways.rows)
+                           watches=ways.watches, refill=ways.refill, rows=ways.rows, ray=ways.ray)
     if ways.ray is not None:
         from regfw.training.ray_backend import run_ray
 

@@ -1,161 +1,32 @@
-"""``--backend ray``: sweep points as Ray tasks, on a local Ray instance or a Ray cluster.
+"""``--backend ray``: sweep points (or stacked buckets of them) as Ray tasks, on a local Ray instance
+or a Ray cluster.
 
 The sibling of :mod:`regfw.training.pool` with the same contract: ``run_ray(tasks, record, options)``
 calls ``record(result)`` as each point ends and returns the interrupt that stopped the sweep, if
-any. :func:`connect` runs first, before the sweep's parent run exists: a store the workers cannot
-write to, a cluster that does not answer or lacks the requested GPUs is one line and no run.
+any. :func:`regfw.training.ray_cluster.connect` runs first, before the sweep's parent run exists.
 
 Each point is a plain :func:`regfw.training.points.run_point` on a worker, so a point's child run is
-the same as under ``--jobs``; the worker adds where it ran (node, pid) to its tags. Ray's own task
-retries are off: a point whose worker died is marked FAILED here, in the store, with the reason,
-or run again under ``--retries`` (the dead attempt's run is tagged and soft-deleted, so the sweep
-keeps one child per point).
+the same as under ``--jobs``; a bucket (a task with its own ``run_in_worker``, :mod:`regfw.vectorize`)
+trains its points stacked there as in a ``--jobs`` worker. The worker adds where it ran (node, pid)
+to the tags. Ray's own task retries are off: a point whose worker died is marked FAILED here, in the
+store, with the reason, or run again under ``--retries`` (the dead attempt's run is tagged and
+soft-deleted, so the sweep keeps one child per point).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import socket
-import sys
 import time
-from dataclasses import dataclass
-from typing import Callable
-from urllib.parse import urlparse
 
-from regfw.errors import RegfwError, one_line, squeeze
+from regfw.errors import one_line, squeeze
 from regfw.interrupts import Interrupted
-from regfw.store import check_reachable
 from regfw.store import tags as T
 from regfw.training.points import NOT_RUN, PointResult, PointTask, run_point
+from regfw.training.ray_cluster import RayOptions
 
 STOP_SECONDS = 120  # after Ctrl-C/SIGTERM, how long running points get to flush and end as KILLED
-REACH_SECONDS = 5  # a cluster address that does not accept a connection within this is unreachable
-SERVER_HINT = ("run an `mlflow server` the workers can reach (e.g. `mlflow server --host 0.0.0.0 --port 5000 "
-               "--backend-store-uri sqlite:///mlflow.db`) and pass --tracking-uri http://HOST:5000")
 PLUGIN_HINT = "install it in the cluster's environment or ship it with --ray-runtime-env (docs/scaling.md)"
-
-
-@dataclass
-class RayOptions:
-    """How points go to Ray. ``address``: as Ray takes it (``auto``, ``host:port``, ``ray://host:10001``);
-    None: a local instance on this machine (unless ``RAY_ADDRESS`` is set, as for Ray itself)."""
-
-    address: str | None = None
-    cpus_per_point: float = 1.0
-    gpus_per_point: float = 0.0
-    retries: int = 0
-    runtime_env: dict | None = None
-    announce: Callable[[str], None] | None = None  # one line once the cluster is ready
-    keep: bool = False  # run_ray leaves Ray connected (a search hands it wave after wave)
-
-    @property
-    def target(self) -> str | None:
-        return self.address or os.environ.get("RAY_ADDRESS") or None
-
-    def where(self) -> str:
-        return f"the Ray cluster at {self.target}" if self.target else "a local Ray instance"
-
-
-MAX_RUNTIME_ENV_BYTES = 1_000_000  # pip lists and env_vars: kilobytes; a working_dir is shipped by path
-
-
-def load_runtime_env(path: str) -> dict:
-    """``--ray-runtime-env FILE``: a YAML or JSON mapping handed to Ray as it is (pip, working_dir, env_vars...)."""
-    from regfw.files import load_yaml
-
-    # Through the guarded reader, as --config: a FIFO, /dev/zero or an alias bomb is one line.
-    value = load_yaml(path, "--ray-runtime-env", MAX_RUNTIME_ENV_BYTES, "a runtime_env is at most")
-    if not isinstance(value, dict):
-        raise RegfwError(f"--ray-runtime-env {path} must hold a mapping (pip:, working_dir:, env_vars:...), "
-                         f"not {type(value).__name__}")
-    return value
-
-
-def connect(options: RayOptions, uri: str, points) -> None:
-    """Reach Ray and check it can run these points; every refusal is one line, before any run exists."""
-    scheme = urlparse(uri).scheme
-    if options.target and scheme in ("", "file", "sqlite"):
-        raise RegfwError(f"the workers of a Ray cluster cannot write to the local store {uri}: {SERVER_HINT}")
-    devices = sorted({p.config.device for p in points if str(p.config.device).startswith("cuda")})
-    if devices and not options.gpus_per_point:
-        raise RegfwError(f"points on {devices[0]} need --gpus-per-point 1: Ray gives a task a GPU only if it asks")
-    check_reachable(uri)  # cheap, and before Ray's start of several seconds
-    if options.target:
-        _check_reachable(options.target)
-    try:
-        import ray
-    except ImportError:
-        raise RegfwError("--backend ray needs Ray: pip install 'regfw[ray]'") from None
-    started = time.monotonic()
-    # Ray's Python logs (the token-authentication notice, "Started a local Ray instance") are not the
-    # user's business; a failure still reaches them, as one line.
-    kwargs = dict(logging_level=logging.ERROR, log_to_driver=False, runtime_env=options.runtime_env)
-    if not options.target:
-        kwargs |= dict(num_cpus=os.cpu_count(), include_dashboard=False)
-    try:
-        with _silent_stderr():
-            ray.init(address=options.target, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - whatever Ray raises, the user gets one line
-        hint = ""
-        if options.target and options.target != "auto" and os.environ.get("RAY_AUTH_MODE") != "token":
-            # Ray sends its token only to an address it found itself, or when told to.
-            hint = ("; if the cluster uses token authentication (Ray's default), set RAY_AUTH_MODE=token "
-                    "and its token (~/.ray/auth_token or RAY_AUTH_TOKEN)")
-        raise RegfwError(f"cannot connect to {options.where()}: {one_line(exc)}{hint}") from None
-    try:
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        need = {"CPU": options.cpus_per_point, "GPU": options.gpus_per_point}
-        if not any(all(n["Resources"].get(k, 0) >= v for k, v in need.items() if v) for n in nodes):
-            have = "; ".join(_resources(n["Resources"]) for n in nodes) or "none"
-            raise RegfwError(f"no node of {options.where()} has {_resources(need)} for a point "
-                             f"(its nodes: {have}); lower --cpus-per-point/--gpus-per-point or add such a node")
-    except BaseException:
-        ray.shutdown()
-        raise
-    if options.announce is not None:
-        total = ray.cluster_resources()
-        options.announce(f"Ray: {options.where()}, {len(nodes)} node{'s' * (len(nodes) != 1)}, "
-                         f"{_resources(total)} (ready in {time.monotonic() - started:.1f} s)")
-
-
-@contextlib.contextmanager
-def _silent_stderr():
-    """Ray's C++ core prints a warning on the process's stderr for each retry while it connects (a
-    wrong token: one a second for 20 s); the outcome reaches the user as one line instead."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _resources(values: dict) -> str:
-    return ", ".join(f"{values.get(k, 0):g} {k}s" for k in ("CPU", "GPU"))
-
-
-def _check_reachable(address: str) -> None:
-    """Ray retries an unreachable address for minutes, printing C++ warnings: try it once first."""
-    if address in ("auto", "local"):
-        return  # Ray finds (or refuses) the cluster this machine knows of, quickly
-    parsed = urlparse(address if "://" in address else f"tcp://{address}")
-    try:
-        host, port = parsed.hostname, parsed.port
-    except ValueError:
-        host, port = None, None
-    if not host or not port:
-        raise RegfwError(f"--ray-address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
-    try:
-        with socket.create_connection((host, port), timeout=REACH_SECONDS):
-            pass
-    except OSError as exc:
-        raise RegfwError(f"the Ray cluster at {address} is unreachable ({exc.strerror or type(exc).__name__}); "
-                         "is `ray start --head` running there, and the port open?") from None
 
 
 def plugins_needed(config) -> dict[str, str]:
@@ -170,9 +41,10 @@ def plugins_needed(config) -> dict[str, str]:
             if name in plugins.info}
 
 
-def run_on_worker(task: PointTask, needs: dict[str, str], attempt: int, watch=None) -> PointResult:
+def run_on_worker(task, needs: dict[str, str], attempt: int, watch=None):
     """A Ray task: check the point's plugins load here, then run it like any sweep point (``watch``:
-    a search's, asking the driver at the report points: :mod:`regfw.training.reports`)."""
+    a search's, asking the driver at the report points: :mod:`regfw.training.reports`), or a
+    bucket's points stacked (a list of results)."""
     import ray
 
     from regfw.plugins import get_plugins
@@ -185,13 +57,26 @@ def run_on_worker(task: PointTask, needs: dict[str, str], attempt: int, watch=No
         why = ("is not installed" if info is None else "is disabled (REGFW_DISABLE_PLUGINS)"
                if info.status == "disabled" else None if info.status == "ok" else f"does not load ({info.error})")
         if why:
-            return PointResult(task.index, "FAILED", error=squeeze(
+            return _each_point(task, lambda point: PointResult(point.index, "FAILED", error=squeeze(
                 f"plugin '{name}' ({distribution}) {why} on worker node {node} ({socket.gethostname()}); "
-                f"{PLUGIN_HINT}", 400), exit_code=1)
-    task.tags = task.tags | {T.RAY_NODE: node, T.HOST: socket.gethostname(), T.PID: os.getpid()}
-    if attempt > 1:
-        task.tags[T.ATTEMPT] = attempt
-    return run_point(task, watch=watch)
+                f"{PLUGIN_HINT}", 400), exit_code=1))
+    for point in points_of(task):
+        point.tags = point.tags | {T.RAY_NODE: node, T.HOST: socket.gethostname(), T.PID: os.getpid()}
+        if attempt > 1:
+            point.tags[T.ATTEMPT] = attempt
+    own = getattr(task, "run_in_worker", None)
+    return own(task) if own is not None else run_point(task, watch=watch)
+
+
+def points_of(task) -> list[PointTask]:
+    """The points a task trains: itself, or a bucket's."""
+    return list(task.tasks) if hasattr(task, "run_in_worker") else [task]
+
+
+def _each_point(task, result_of):
+    """``result_of(point)`` for a point, a list of them for a bucket (as the worker hands back)."""
+    results = [result_of(point) for point in points_of(task)]
+    return results if hasattr(task, "run_in_worker") else results[0]
 
 
 def cancellable() -> None:
@@ -228,9 +113,13 @@ def run_ray(tasks: list[PointTask], record, options: RayOptions, watches: dict |
 
     def submit(task, attempt):
         if task.index not in needs:
-            needs[task.index] = plugins_needed(task.config)
+            needs[task.index] = {k: v for p in points_of(task) for k, v in plugins_needed(p.config).items()}
+        if judges is not None and hasattr(task, "run_in_worker"):
+            return remote.remote(judges.for_task(task), needs[task.index], attempt)
         asking = judges.asking(task.index) if judges is not None else None
         return remote.remote(task, needs[task.index], attempt, asking)
+
+    record = _record_each(record)
 
     running = {submit(task, 1): (task, 1) for task in tasks}
     try:
@@ -247,7 +136,8 @@ def run_ray(tasks: list[PointTask], record, options: RayOptions, watches: dict |
                     running[submit(task, attempt + 1)] = (task, attempt + 1)
                 else:
                     if judges is not None:
-                        judges.release(task.index)
+                        for point in points_of(task):
+                            judges.release(point.index)
                     record(result)
             if done and refill is not None and len(running) < jobs:
                 for task, watch in refill(jobs - len(running)):  # asked now that the ended ones are told
@@ -265,26 +155,37 @@ def run_ray(tasks: list[PointTask], record, options: RayOptions, watches: dict |
             ray.shutdown()
 
 
-def _result(ref, task: PointTask, attempt: int, retries: int, stopping: bool = False) -> PointResult | None:
-    """What a finished Ray task means for its point; None: run it again (its worker died, retries left)."""
+def _record_each(record):
+    def each(result) -> None:
+        for one in result if isinstance(result, list) else [result]:
+            record(one)
+
+    return each
+
+
+def _result(ref, task, attempt: int, retries: int, stopping: bool = False):
+    """What a finished Ray task means for its point (a list for a bucket's points); None: run it
+    again (its worker died, retries left)."""
     import ray
     from ray.exceptions import RayError, RaySystemError, RayTaskError, TaskCancelledError
 
     try:
         return ray.get(ref)
     except TaskCancelledError:
-        return PointResult(task.index, NOT_RUN)
+        return _each_point(task, lambda point: PointResult(point.index, NOT_RUN))
     except (RayTaskError, RaySystemError) as exc:  # e.g. regfw itself does not import on the worker
         cause = getattr(exc, "cause", None) or exc
-        return PointResult(task.index, "FAILED", error=f"the point could not run on a worker: {one_line(cause)}",
-                           exit_code=1)
-    except RayError as exc:  # the worker process or its node died: the run it was writing says RUNNING
+        return _each_point(task, lambda point: PointResult(
+            point.index, "FAILED", error=f"the point could not run on a worker: {one_line(cause)}", exit_code=1))
+    except RayError as exc:  # the worker process or its node died: the runs it was writing say RUNNING
         again = attempt <= retries and not stopping
         reason = f"worker died in attempt {attempt}: {squeeze(str(exc).splitlines()[0] if str(exc) else exc, 160)}"
-        run_id, where = _settle_dead_run(task, reason + ("; retried" if again else ""), delete=again)
+        settled = {p.index: _settle_dead_run(p, reason + ("; retried" if again else ""), delete=again)
+                   for p in points_of(task)}
         if again:
             return None
-        return PointResult(task.index, "FAILED", run_id, f"{reason}{where}", exit_code=1)
+        return _each_point(task, lambda point: PointResult(
+            point.index, "FAILED", settled[point.index][0], f"{reason}{settled[point.index][1]}", exit_code=1))
 
 
 def _settle_dead_run(task: PointTask, reason: str, *, delete: bool, status: str = "FAILED") -> tuple[str | None, str]:
@@ -333,5 +234,6 @@ def _stop(running: dict, record) -> None:
                 record(result)
     for ref, (task, _) in pending.items():  # did not end its point in time
         ray.cancel(ref, force=True)
-        _settle_dead_run(task, "interrupted; its worker did not stop in time and was killed", delete=False,
-                         status="KILLED")
+        for point in points_of(task):
+            _settle_dead_run(point, "interrupted; its worker did not stop in time and was killed", delete=False,
+                             status="KILLED")

@@ -40,7 +40,7 @@ class Search:
     report_every: int = 1
     stack: int = 1  # trials asked together and trained as one stacked program (--vectorize)
     jobs: int = 1  # worker processes (--jobs), or trials in flight at once on Ray
-    ray: object = None  # a regfw.training.ray_backend.RayOptions (--backend ray)
+    ray: object = None  # a regfw.training.ray_cluster.RayOptions (--backend ray)
 
     @property
     def wave(self) -> int:
@@ -153,7 +153,7 @@ def run_search(search: Search, registry, uri: str, experiment_name: str, *, repo
     if search.ray is not None:  # reached and checked before the parent run exists; left at the end
         from types import SimpleNamespace
 
-        from regfw.training.ray_backend import connect
+        from regfw.training.ray_cluster import connect
 
         search.ray.keep = True
         connect(search.ray, uri, [SimpleNamespace(config=search.base)])
