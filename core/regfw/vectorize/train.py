@@ -31,6 +31,8 @@ def shuffled_batch(stack, perms, start: int, stop: int):
     import torch
 
     picked = perms[:, start:stop]
+    if len(perms) == 1 < stack.size:  # every row's order is the same: one batch for all (N-less)
+        return stack.x[picked[0]], stack.y[picked[0]]
     if stack.shared_data:
         return stack.x[picked], stack.y[picked]
     rows = torch.arange(stack.size, device=stack.x.device).unsqueeze(1)
@@ -86,7 +88,12 @@ def _train(stack, step, recorder, on_epoch_end) -> int:
             shared, perms = stack.shared_data, None
             if settings["shuffle"]:
                 perms = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
-                shared = False
+                if shared and bool((perms == perms[0]).all()):
+                    # One data tensor, one order (the points of one seed: a search over optimizer values):
+                    # gather each batch once for every row, as unshuffled shared data is taken.
+                    perms = perms[:1]
+                else:
+                    shared = False
             total = torch.zeros(stack.size, device=x.device) if log_now else None
             hits = torch.zeros(stack.size, device=x.device) if log_now and accuracy else None
             for i in range(0, n, batch):
