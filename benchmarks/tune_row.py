@@ -7,7 +7,8 @@ the same sampler (TPE, multivariate, the same seed), the same space, trial count
 SQLite storage and each trial an MLflow run (its params, the value and the reported curve). The
 peer for distributed search is Ray Tune over the same loop: its Optuna search (the same sampler)
 and, with a pruner, its ASHA scheduler (FIFO without), on a local Ray instance started inside the
-timed process. Every variant is a whole process, timed end to end (imports, the study, tracking),
+timed process; beside it, ``regfw tune --backend ray`` (its trials as Ray tasks on a local instance,
+as many at once as the machine has CPUs, pruned from the driver). Every variant is a whole process, timed end to end (imports, the study, tracking),
 into its own fresh store. Each reports its best value; quadratic-linear's least-squares optimum is
 known (the best quadratic on the same data; the product of two linear layers reaches it), so its
 excess is reported too.
@@ -290,6 +291,8 @@ def row_tune(args, tmp: Path, alternate, Row) -> list:
             if has_ray:
                 variants["ray tune"] = process("ray tune", own("raytune"))
             variants["regfw tune"] = process("regfw tune", regfw_tune([]))
+            if has_ray:  # Ray Tune's peer: trials as Ray tasks on a local instance, pruned from the driver
+                variants["regfw tune --backend ray"] = process("regfw tune --backend ray", regfw_tune(["--backend", "ray"]))
             variants[f"regfw tune --vectorize --batch {batch}"] = process(
                 f"regfw tune --vectorize --batch {batch}", regfw_tune(["--vectorize", "--batch", str(batch)]))
             print(f"row 13: {experiment}, {trials} trials of {epochs} epochs, pruner {pruner}", flush=True)
