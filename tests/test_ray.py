@@ -218,6 +218,29 @@ def test_a_stacked_bucket_trains_as_one_ray_task_and_is_retried_whole_when_its_w
 
 
 @pytest.mark.slow
+def test_ctrl_c_ends_a_stacked_bucket_on_ray_with_every_point_killed(cluster):
+    server = cluster["server"]
+    proc = sweep(cluster, "ray-stacked-stop", "linear", "--set", "optimizer.lr=0.01,0.02,0.05", "--vectorize", *LONG)
+    try:
+        server.wait_for("ray-stacked-stop", lambda runs: len(runs) == 3 and all(server.steps(r["id"]) for r in runs), proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert err.strip() == "regfw: error: sweep interrupted"
+    runs = server.runs("ray-stacked-stop")
+    parent = next(r for r in runs if r["tags"].get("regfw.role") == "sweep")
+    children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parent["id"]]
+    assert parent["status"] == "KILLED" and len(children) == 3
+    epochs = {child["tags"]["regfw.epochs_done"] for child in children}
+    for child in children:  # stopped inside the stacked task: each point KILLED at the same epoch, metrics kept
+        assert child["status"] == "KILLED" and child["tags"]["regfw.failure"].startswith("interrupted at epoch")
+        assert child["tags"]["regfw.bucket"].startswith("bucket 1, 3 points") and server.steps(child["id"])
+    assert len(epochs) == 1
+
+
+@pytest.mark.slow
 def test_a_killed_worker_fails_its_point_and_ctrl_c_ends_the_running_ones_killed(cluster):
     server = cluster["server"]
     proc = sweep(cluster, "ray-faults", "linear", "--seeds", "0,1,2", *LONG)
