@@ -175,7 +175,9 @@ class Parallel:
         if failed:
             rank, reason = failed[0]
             outcome.status, outcome.error = "FAILED", f"process {rank} of {self.world} failed: {squeeze(reason, 300)}"
-        elif dead:
+        elif dead and outcome.exit_code != 130:
+            # Not after a Ctrl-C here: torchrun hands SIGINT to every rank, and one that ended may be
+            # gone before its report reached the store (which torchrun's agent, shutting down, holds).
             outcome.status = "FAILED"
             outcome.error = (f"process {dead[0]} of {self.world} died (killed or crashed) at epoch "
                              f"{outcome.history.epochs_done + 1}")
