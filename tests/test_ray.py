@@ -162,6 +162,21 @@ def one_line_error(stderr: str, *needles: str) -> None:
     assert all(n in lines[0] for n in needles), lines[0]
 
 
+def interrupted(cluster, experiment: str, proc: subprocess.Popen) -> tuple[str, dict, list[dict]]:
+    """Ctrl-C to a running sweep: it exits 130 with one line; its output, parent run and children."""
+    server = cluster["server"]
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert err.strip() == "regfw: error: sweep interrupted"
+    runs = server.runs(experiment)
+    parent = next(r for r in runs if r["tags"].get("regfw.role") == "sweep")
+    return out, parent, [r for r in runs if r["tags"].get("mlflow.parentRunId") == parent["id"]]
+
+
 @pytest.mark.slow
 def test_a_sweep_on_a_ray_cluster_retries_a_point_whose_worker_was_killed(cluster):
     server = cluster["server"]
@@ -223,15 +238,10 @@ def test_ctrl_c_ends_a_stacked_bucket_on_ray_with_every_point_killed(cluster):
     proc = sweep(cluster, "ray-stacked-stop", "linear", "--set", "optimizer.lr=0.01,0.02,0.05", "--vectorize", *LONG)
     try:
         server.wait_for("ray-stacked-stop", lambda runs: len(runs) == 3 and all(server.steps(r["id"]) for r in runs), proc)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
-    finally:
+    except BaseException:
         proc.kill()
-    assert proc.returncode == 130, out + err
-    assert err.strip() == "regfw: error: sweep interrupted"
-    runs = server.runs("ray-stacked-stop")
-    parent = next(r for r in runs if r["tags"].get("regfw.role") == "sweep")
-    children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parent["id"]]
+        raise
+    _, parent, children = interrupted(cluster, "ray-stacked-stop", proc)
     assert parent["status"] == "KILLED" and len(children) == 3
     epochs = {child["tags"]["regfw.epochs_done"] for child in children}
     for child in children:  # stopped inside the stacked task: each point KILLED at the same epoch, metrics kept
@@ -252,15 +262,11 @@ def test_a_killed_worker_fails_its_point_and_ctrl_c_ends_the_running_ones_killed
         server.wait_for("ray-faults", lambda runs: len(runs) == 3 and all(
             server.steps(r["id"]) for r in runs if r["status"] == "RUNNING") and sum(
             r["status"] == "RUNNING" for r in runs) == 2, proc)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
-    finally:
+    except BaseException:
         proc.kill()
-    assert proc.returncode == 130, out + err
-    assert err.strip() == "regfw: error: sweep interrupted"
-    runs = server.runs("ray-faults")
-    parent = next(r for r in runs if r["tags"].get("regfw.role") == "sweep")
-    children = {r["id"]: r for r in runs if r["tags"].get("mlflow.parentRunId") == parent["id"]}
+        raise
+    out, parent, children = interrupted(cluster, "ray-faults", proc)
+    children = {r["id"]: r for r in children}
     assert parent["status"] == "KILLED" and parent["tags"]["regfw.sweep_failed"] == "1"
     dead = children.pop(victim["id"])
     assert dead["status"] == "FAILED"

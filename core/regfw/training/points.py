@@ -146,6 +146,15 @@ def build_failure(task: PointTask, reason: str) -> PointResult:
     return PointResult(task.index, "FAILED", tracker.run_id, reason, exit_code=1)
 
 
+def each_result(record):
+    """``record`` for what a worker hands back: one PointResult, or a bucket's list of them."""
+    def each(result) -> None:
+        for one in result if isinstance(result, list) else [result]:
+            record(one)
+
+    return each
+
+
 def stop_after(result: PointResult) -> Interrupted | None:
     """The interrupt that ends a sweep after this point: it was killed, or a signal arrived while
     it was being written (and so could not stop it); None to go on."""

@@ -7,7 +7,7 @@ import signal
 import time
 
 from regfw.interrupts import Interrupted
-from regfw.training.points import PointResult, PointTask, WorkerState, run_point
+from regfw.training.points import PointResult, PointTask, WorkerState, each_result, run_point
 
 STOP_SECONDS = 120  # after Ctrl-C/SIGTERM, how long running points get to flush and end as KILLED
 
@@ -33,7 +33,7 @@ def run_parallel(tasks: list[PointTask], jobs: int, record, watches: dict | None
     pool = ProcessPoolExecutor(max_workers=jobs if refill is not None else min(jobs, len(tasks)), mp_context=context,
                                initializer=_install, initargs=(slots, judges.channel.parts() if judges else None))
     futures = {_submit(pool, task, judges): task for task in tasks}
-    record = _each(record)
+    record = each_result(record)
     pending = set(futures)
     broken = False
     try:
@@ -110,14 +110,6 @@ def _install(slots, channel) -> None:
     WorkerState.install()
     start_times.share(slots)
     reports.install(channel)
-
-
-def _each(record):
-    def each(result) -> None:
-        for one in result if isinstance(result, list) else [result]:
-            record(one)
-
-    return each
 
 
 def _stop(pool, pending, record) -> None:

@@ -22,7 +22,7 @@ import time
 from regfw.errors import one_line, squeeze
 from regfw.interrupts import Interrupted
 from regfw.store import tags as T
-from regfw.training.points import NOT_RUN, PointResult, PointTask, run_point
+from regfw.training.points import NOT_RUN, PointResult, PointTask, each_result, run_point
 from regfw.training.ray_cluster import RayOptions
 
 STOP_SECONDS = 120  # after Ctrl-C/SIGTERM, how long running points get to flush and end as KILLED
@@ -119,7 +119,7 @@ def run_ray(tasks: list[PointTask], record, options: RayOptions, watches: dict |
         asking = judges.asking(task.index) if judges is not None else None
         return remote.remote(task, needs[task.index], attempt, asking)
 
-    record = _record_each(record)
+    record = each_result(record)
 
     running = {submit(task, 1): (task, 1) for task in tasks}
     try:
@@ -153,14 +153,6 @@ def run_ray(tasks: list[PointTask], record, options: RayOptions, watches: dict |
             judges.channel.close()
         if not options.keep:
             ray.shutdown()
-
-
-def _record_each(record):
-    def each(result) -> None:
-        for one in result if isinstance(result, list) else [result]:
-            record(one)
-
-    return each
 
 
 def _result(ref, task, attempt: int, retries: int, stopping: bool = False):
